@@ -55,3 +55,8 @@ class BatchStream:
             self.generator.set_state(torch.frombuffer(bytearray(raw), dtype=torch.uint8))
         except Exception as exc:  # noqa: BLE001 - any decoding failure means a corrupt checkpoint
             raise CheckpointError(f"corrupt batch-stream state in checkpoint: {exc}") from exc
+
+
+def images_to_input(batch: torch.Tensor) -> torch.Tensor:
+    """uint8 images ``[B, H, W, C]`` (0..255) → float32 ``[B, C, H, W]`` in [0, 1], the model input."""
+    return batch.permute(0, 3, 1, 2).float().div_(255.0)

@@ -142,10 +142,16 @@ class Objective(nn.Module):
         self.discriminator = Discriminator(latent_dim) if self.spec.uses_discriminator else None
 
     def forward(
-        self, x: torch.Tensor, noise: torch.Tensor, permutations: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        noise: torch.Tensor,
+        permutations: torch.Tensor | None = None,
+        hparams: dict[str, torch.Tensor | float] | None = None,
     ) -> dict[str, torch.Tensor]:
+        """Loss terms; ``hparams`` overrides ``self.hparams`` (stacked models pass tensors)."""
         mu, logvar = self.vae(x)
-        name, hp = self.spec.name, self.hparams
+        name = self.spec.name
+        hp = self.hparams if hparams is None else hparams
         if self.spec.deterministic:
             recon = losses.bernoulli_reconstruction(self.vae.decode(mu), x)
             return {"loss": recon, "reconstruction": recon}
@@ -186,3 +192,16 @@ class Objective(nn.Module):
 
     def discriminator_parameters(self) -> list[nn.Parameter]:
         return [] if self.discriminator is None else list(self.discriminator.parameters())
+
+
+def build_objective(
+    model: str, hparams: dict[str, float], channels: int, latent_dim: int, seed: int
+) -> Objective:
+    """An :class:`Objective` whose initial weights depend on ``seed`` only.
+
+    The global torch RNG is forked, so building a model neither consumes nor depends on it: a model
+    built alone and the same model built inside a stack start from identical weights.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        return Objective(model, hparams, channels, latent_dim)
