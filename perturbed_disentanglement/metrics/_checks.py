@@ -91,13 +91,18 @@ def check_factors(
     else:
         raise InvalidArgumentError(f"{name} must hold integer factor indices, got {arr.dtype}")
     if not allow_constant:
-        constant = [j for j in range(arr.shape[1]) if np.all(arr[:, j] == arr[0, j])]
-        if constant:
-            raise InvalidArgumentError(
-                f"{name} column(s) {constant} take a single value: such a factor has zero entropy "
-                "and no metric is defined for it; drop the column(s) first"
-            )
+        check_not_constant(arr, name=name)
     return arr
+
+
+def check_not_constant(factors: np.ndarray, *, name: str = "factors") -> None:
+    """Raise if a factor column takes a single value (see :func:`check_factors`)."""
+    constant = [j for j in range(factors.shape[1]) if np.all(factors[:, j] == factors[0, j])]
+    if constant:
+        raise InvalidArgumentError(
+            f"{name} column(s) {constant} take a single value: such a factor has zero entropy "
+            "and no metric is defined for it; drop the column(s) first"
+        )
 
 
 def check_pair(
@@ -113,7 +118,7 @@ def check_pair(
     """Validate one (codes, factors) pair: shapes, dtypes, finiteness, equal lengths."""
     c = check_codes(codes, name=f"codes{suffix}", min_dims=min_dims)
     f = check_factors(
-        factors, name=f"factors{suffix}", min_factors=min_factors, allow_constant=allow_constant
+        factors, name=f"factors{suffix}", min_factors=min_factors, allow_constant=True
     )
     if c.shape[0] != f.shape[0]:
         raise InvalidArgumentError(
@@ -124,6 +129,8 @@ def check_pair(
         raise InvalidArgumentError(
             f"codes{suffix} has {c.shape[0]} point(s); this metric needs at least {min_points}"
         )
+    if not allow_constant:
+        check_not_constant(f, name=f"factors{suffix}")
     return c, f
 
 
