@@ -45,3 +45,21 @@ def test_cli_missing_file_is_a_clean_error(tmp_path, capsys):
     assert code == 2
     assert "no such file" in capsys.readouterr().err
     assert not (tmp_path / "p.png").exists()
+
+
+def test_main_job_runs_as_the_readme_says(tmp_path):
+    """The README's first command (`make preview`) runs this module on procedural dSprites."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "preview.png"
+    proc = subprocess.run(
+        [sys.executable, "-m", "generation.preview", "--dataset", "dsprites", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "ProceduralDSprites" in proc.stdout and out.exists()
+    with Image.open(out) as im:
+        assert im.size[0] > 500
