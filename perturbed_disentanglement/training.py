@@ -1,0 +1,696 @@
+"""Training and encoding for every model of the zoo, with checkpoints and resumption.
+
+One training step (:func:`training_step`) is shared with the stacked trainer: the VAE's Adam
+minimises ``loss`` on the VAE's parameters and, for FactorVAE, the discriminator's Adam minimises
+``discriminator_loss`` from the same forward pass on the discriminator's parameters only. All the
+randomness of a run comes from one :class:`~.batches.BatchStream`, and the initial weights from
+:func:`~.zoo.build_objective`, so a run is fixed by (model, hyperparameters, data, seed, batch size)
+and a resumed run equals an uninterrupted one bitwise (CPU, ``precision="fp32"``).
+
+Precision: ``"fp32"`` is the exact reference (at torch's thread count as set); ``"bf16"`` runs the
+networks (not the loss terms) under bfloat16 autocast; ``"auto"`` picks per device what measured
+fastest while staying close to fp32: on the CPU fp32 arithmetic at the thread count a short probe
+finds fastest (bf16, channels-last and torch.compile measured no faster on our CPU), on a GPU bf16
+autocast with channels-last (see :data:`AUTO_PRECISION` and ``benchmarks/bench_training.py``).
+CPU results differ in the last bits between thread counts, so bitwise reproducibility needs a fixed
+``num_threads`` (or ``precision="fp32"``); a resumed run reuses the thread count it stored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import os
+import time
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import checkpoint as ckpt
+from .batches import Batch, BatchStream, images_to_input
+from .errors import CheckpointError, DataFormatError, InvalidArgumentError, TrainingDivergedError
+from .ground_truth import GroundTruth
+from .models import IMAGE_SIZE, VAE
+from .zoo import Objective, build_objective, hyperparameters, model_spec
+
+# Adam settings of disentanglement_lib (SPEC §5); the discriminator's are FactorVAE's.
+VAE_ADAM = {"lr": 1e-4, "betas": (0.9, 0.999), "eps": 1e-8}
+DISCRIMINATOR_ADAM = {"lr": 1e-4, "betas": (0.5, 0.9), "eps": 1e-8}
+
+# Number of generative factors, the default latent size when the images are a bare array.
+DATASET_FACTORS = {"dsprites": 5, "shapes3d": 6}
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@dataclass(frozen=True)
+class PrecisionPlan:
+    """How a run computes: autocast dtype for the networks (None = fp32) and memory format."""
+
+    name: str
+    autocast_dtype: torch.dtype | None
+    channels_last: bool
+
+
+# What ``precision="auto"`` means per device type. On our CPU (Xeon, avx512_bf16 but no AMX)
+# bf16 autocast, channels-last and torch.compile measured no faster than plain fp32 (see
+# benchmarks/bench_training.py and the README), so the CPU keeps exact fp32 arithmetic and gains
+# its speed from the thread probe (:func:`probe_threads`); GPUs use bf16 autocast.
+AUTO_PRECISION = {
+    "cpu": PrecisionPlan("fp32", None, False),
+    "cuda": PrecisionPlan("bf16+channels_last", torch.bfloat16, True),
+}
+
+
+def resolve_precision(precision: str, device: torch.device) -> PrecisionPlan:
+    """The :class:`PrecisionPlan` for ``precision`` ("auto", "fp32" or "bf16") on ``device``."""
+    if precision not in PRECISIONS:
+        raise InvalidArgumentError(
+            f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}"
+        )
+    if precision == "fp32":
+        return PrecisionPlan("fp32", None, False)
+    if precision == "bf16":
+        return PrecisionPlan("bf16", torch.bfloat16, device.type == "cuda")
+    return AUTO_PRECISION.get(device.type, PrecisionPlan("fp32", None, False))
+
+
+# --- input validation ------------------------------------------------------------------------
+def as_image_array(images: np.ndarray | GroundTruth, *, name: str = "images") -> np.ndarray:
+    """``images`` as a uint8 array ``[N, 64, 64, C]`` (C = 1 or 3), or a clear DataFormatError.
+
+    A :class:`GroundTruth` gives its ``all_images()``. No copy is made unless the array has
+    negative strides.
+    """
+    if isinstance(images, GroundTruth):
+        images = images.all_images()
+    if isinstance(images, torch.Tensor):
+        images = images.detach().cpu().numpy()
+    if not isinstance(images, np.ndarray):
+        raise DataFormatError(
+            f"{name} must be a uint8 numpy array [N, 64, 64, C] or a GroundTruth, "
+            f"got {type(images).__name__}"
+        )
+    if images.dtype != np.uint8:
+        hint = (
+            " (float images: convert with (x * 255).round().astype(np.uint8))"
+            if np.issubdtype(images.dtype, np.floating)
+            else ""
+        )
+        raise DataFormatError(f"{name} must be uint8 in 0..255, got dtype {images.dtype}{hint}")
+    shape = images.shape
+    if images.ndim == 4 and shape[1] in (1, 3) and shape[2:] == (IMAGE_SIZE, IMAGE_SIZE):
+        raise DataFormatError(
+            f"{name} look channels-first (NCHW) {list(shape)}; expected channels-last "
+            f"[N, {IMAGE_SIZE}, {IMAGE_SIZE}, C] (use images.transpose(0, 2, 3, 1))"
+        )
+    if images.ndim == 3 and shape[1:] == (IMAGE_SIZE, IMAGE_SIZE):
+        raise DataFormatError(
+            f"{name} have shape {list(shape)}; expected [N, {IMAGE_SIZE}, {IMAGE_SIZE}, C] "
+            "(add the channel axis with images[..., None])"
+        )
+    if images.ndim != 4 or shape[1:3] != (IMAGE_SIZE, IMAGE_SIZE) or shape[3] not in (1, 3):
+        raise DataFormatError(
+            f"{name} must have shape [N, {IMAGE_SIZE}, {IMAGE_SIZE}, C] with C = 1 or 3, "
+            f"got {list(shape)}"
+        )
+    if shape[0] == 0:
+        raise DataFormatError(f"{name} is empty (0 images)")
+    if any(s < 0 for s in images.strides):
+        images = np.ascontiguousarray(images)
+    return images
+
+
+def _as_source(images: np.ndarray) -> torch.Tensor:
+    """A zero-copy uint8 tensor view of ``images`` (read-only arrays are never written)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(images)
+
+
+def _dataset_name(images: np.ndarray | GroundTruth, channels: int, dataset: str | None) -> str:
+    if dataset is not None:
+        return dataset
+    if isinstance(images, GroundTruth) and images.name in DATASET_FACTORS:
+        return images.name
+    return "dsprites" if channels == 1 else "shapes3d"
+
+
+# --- optimizers and the single step ----------------------------------------------------------
+@dataclass
+class Optimizers:
+    """The VAE's Adam and, for FactorVAE, the discriminator's Adam."""
+
+    vae: torch.optim.Optimizer
+    discriminator: torch.optim.Optimizer | None = None
+
+    def as_dict(self) -> dict[str, torch.optim.Optimizer]:
+        named = {"vae": self.vae}
+        if self.discriminator is not None:
+            named["discriminator"] = self.discriminator
+        return named
+
+
+def make_optimizers(objective: Objective) -> Optimizers:
+    """dlib's optimizers: Adam(1e-4, (0.9, 0.999), 1e-8) on the VAE, Adam(1e-4, (0.5, 0.9)) on D."""
+    vae = torch.optim.Adam(objective.vae_parameters(), **VAE_ADAM)
+    disc_params = objective.discriminator_parameters()
+    disc = torch.optim.Adam(disc_params, **DISCRIMINATOR_ADAM) if disc_params else None
+    return Optimizers(vae, disc)
+
+
+@contextlib.contextmanager
+def network_autocast(
+    objective: Objective | VAE, device_type: str, dtype: torch.dtype | None
+) -> Iterator[None]:
+    """Run the networks' trunks under autocast with fp32 outputs; the loss terms stay fp32.
+
+    Autocasting the whole objective would also compute the Bernoulli cross-entropy, the KL and the
+    DIP covariance (a matmul) in low precision. Instead the encoder's conv+dense trunk, the
+    decoder and the discriminator run under autocast and hand fp32 tensors to the μ/log σ² heads
+    and to the loss code. The forwards are patched on the instances for the duration only.
+    """
+    if dtype is None:
+        yield
+        return
+    vae = objective.vae if isinstance(objective, Objective) else objective
+    modules: list[nn.Module] = [vae.encoder.convs, vae.decoder]
+    if isinstance(objective, Objective) and objective.discriminator is not None:
+        modules.append(objective.discriminator)
+    saved = []
+    for module in modules:
+        saved.append((module, module.__dict__.get("forward")))
+        original = module.forward
+
+        def forward(*args: Any, _original: Callable = original, **kwargs: Any) -> torch.Tensor:
+            with torch.autocast(device_type, dtype=dtype):
+                out = _original(*args, **kwargs)
+            return out.float()
+
+        module.forward = forward  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        for module, previous in saved:
+            if previous is None:
+                del module.forward
+            else:
+                module.forward = previous  # type: ignore[method-assign]
+
+
+def training_step(
+    objective: Objective,
+    optimizers: Optimizers,
+    x: torch.Tensor,
+    batch: Batch,
+    *,
+    autocast_dtype: torch.dtype | None = None,
+) -> dict[str, torch.Tensor]:
+    """One optimisation step on the float batch ``x``; returns the detached loss terms.
+
+    ``loss`` is backpropagated into the VAE parameters only and ``discriminator_loss`` (FactorVAE)
+    into the discriminator's only (``backward(inputs=…)``), then both optimizers step once.
+    """
+    device = x.device
+    noise = batch.noise.to(device, non_blocking=True)
+    permutations = batch.permutations.to(device, non_blocking=True)
+    optimizers.vae.zero_grad(set_to_none=True)
+    if optimizers.discriminator is not None:
+        optimizers.discriminator.zero_grad(set_to_none=True)
+    with network_autocast(objective, device.type, autocast_dtype):
+        terms = objective(x, noise, permutations)
+    terms["loss"].backward(inputs=objective.vae_parameters())
+    if optimizers.discriminator is not None:
+        terms["discriminator_loss"].backward(inputs=objective.discriminator_parameters())
+    optimizers.vae.step()
+    if optimizers.discriminator is not None:
+        optimizers.discriminator.step()
+    return {k: v.detach() for k, v in terms.items()}
+
+
+# --- CPU thread count ----------------------------------------------------------------------------
+# Shorter runs keep torch's thread setting: probing would cost more than it saves.
+PROBE_MIN_STEPS = 200
+
+
+def probe_threads(
+    objective: Objective,
+    source: torch.Tensor,
+    plan: PrecisionPlan,
+    batch_size: int,
+    *,
+    rounds: int = 3,
+) -> tuple[int, dict[int, float]]:
+    """The fastest CPU thread count among {1, torch's current count}, timed on a throwaway copy.
+
+    On a machine shared with other busy processes, OpenMP's threads wait on each other and two
+    threads can be several times slower than one (measured on our 2-core box, see
+    benchmarks/bench_training.py); on an idle machine all threads win. The probe trains a deep copy
+    of the objective on its own batch stream, so the run itself is untouched. Returns the chosen
+    count and the median seconds per step of each candidate.
+    """
+    current = torch.get_num_threads()
+    candidates = sorted({1, current})
+    if len(candidates) == 1:
+        return current, {}
+    probe = copy.deepcopy(objective)
+    optimizers = make_optimizers(probe)
+    stream = BatchStream(0, source.shape[0], batch_size, probe.vae.latent_dim)
+    times: dict[int, list[float]] = {n: [] for n in candidates}
+    try:
+        for r in range(rounds + 1):  # round 0 warms each candidate up
+            for n in candidates:
+                torch.set_num_threads(n)
+                batch = stream.next()
+                t = time.perf_counter()
+                x = images_to_input(source.index_select(0, batch.indices))
+                if plan.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                training_step(probe, optimizers, x, batch, autocast_dtype=plan.autocast_dtype)
+                if r:
+                    times[n].append(time.perf_counter() - t)
+    finally:
+        torch.set_num_threads(current)
+    medians = {n: float(np.median(v)) for n, v in times.items()}
+    return min(medians, key=medians.__getitem__), medians
+
+
+# --- the training loop ----------------------------------------------------------------------
+@dataclass
+class TrainResult:
+    """A finished run: the trained objective, its loss history and how fast it ran.
+
+    ``history`` maps ``"step"`` (1-based) and every loss term to float64 arrays with one entry per
+    step since step 1 (a resumed run includes the steps before the checkpoint). ``wall_time``,
+    ``images_per_second`` and ``data_fraction`` (share of step time spent gathering and converting
+    batches) cover the steps trained in this call only (not the thread probe, see ``extra``).
+    ``num_threads`` is the CPU thread count the run used.
+    """
+
+    objective: Objective
+    history: dict[str, np.ndarray]
+    model: str
+    hparams: dict[str, float]
+    latent_dim: int
+    seed: int
+    steps: int
+    start_step: int
+    wall_time: float
+    images_per_second: float
+    data_fraction: float
+    precision: str
+    device: str
+    checkpoint: str | None = None
+    num_threads: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def final_loss(self) -> float:
+        return float(self.history["loss"][-1])
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise InvalidArgumentError(f"unknown device {device!r}: {exc}") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidArgumentError(f"device {device!r} requested but CUDA is not available")
+    return dev
+
+
+def _check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise InvalidArgumentError(f"{name} must be an integer ≥ {minimum}, got {value!r}")
+    return int(value)
+
+
+class _History:
+    """Per-step loss terms, fetched from the device in blocks (one sync per block)."""
+
+    def __init__(self, initial: Mapping[str, np.ndarray] | None = None) -> None:
+        self.columns: dict[str, list[float]] = {
+            k: list(map(float, v)) for k, v in (initial or {}).items()
+        }
+        self.pending: list[tuple[int, list[str], torch.Tensor]] = []
+
+    def add(self, step: int, terms: Mapping[str, torch.Tensor]) -> None:
+        names = list(terms)
+        self.pending.append((step, names, torch.stack([terms[n].float() for n in names])))
+
+    def flush(self) -> dict[str, float] | None:
+        """Move pending rows to the host; raise TrainingDivergedError on the first non-finite."""
+        if not self.pending:
+            return None
+        block = torch.stack([row for _, _, row in self.pending]).double().cpu().numpy()
+        last: dict[str, float] = {}
+        for (step, names, _), values in zip(self.pending, block):
+            if not np.isfinite(values).all():
+                bad = {n: float(v) for n, v in zip(names, values) if not math.isfinite(v)}
+                self.pending.clear()
+                raise TrainingDivergedError(
+                    f"training diverged at step {step}: non-finite loss terms "
+                    + ", ".join(f"{n}={v}" for n, v in bad.items())
+                    + f" (all terms: {dict(zip(names, values.tolist()))})"
+                )
+            self.columns.setdefault("step", []).append(float(step))
+            for n, v in zip(names, values):
+                self.columns.setdefault(n, []).append(float(v))
+            last = dict(zip(names, values.tolist()))
+        self.pending.clear()
+        return last
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {k: np.asarray(v, dtype=np.float64) for k, v in self.columns.items()}
+
+
+def _check_resume(state: Mapping[str, Any], config: Mapping[str, Any], path: Any) -> None:
+    """A checkpoint must belong to the same run; say which setting differs."""
+    for key in ("model", "channels", "latent_dim", "hparams", "seed", "batch_size", "num_images"):
+        if state.get(key) != config[key]:
+            raise CheckpointError(
+                f"{path}: checkpoint has {key}={state.get(key)!r} but this run asks for "
+                f"{key}={config[key]!r}; use another checkpoint_dir or the checkpoint's settings"
+            )
+
+
+def train(
+    model: str,
+    images: np.ndarray | GroundTruth,
+    *,
+    dataset: str | None = None,
+    hparams: Mapping[str, float] | None = None,
+    steps: int,
+    batch_size: int = 64,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    latent_dim: int | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
+    checkpoint_every: int = 5000,
+    keep_checkpoints: int = 2,
+    resume: bool | None = None,
+    precision: str = "auto",
+    num_threads: int | None = None,
+    probe: bool | None = None,
+    progress: bool = True,
+    sync_every: int | None = None,
+    callback: Callable[[int, dict[str, float]], None] | None = None,
+) -> TrainResult:
+    """Train one zoo model on uint8 images ``[N, 64, 64, C]`` (or a GroundTruth's grid).
+
+    ``dataset`` selects the default hyperparameters (inferred from a GroundTruth's name, else from
+    the channels: 1 → dsprites, 3 → shapes3d); ``hparams`` overrides them (validated by the zoo).
+    ``latent_dim`` defaults to the number of factors (a GroundTruth's, else the dataset's).
+    With ``checkpoint_dir`` a checkpoint is written every ``checkpoint_every`` steps and at the
+    end, and an existing one is resumed (``resume=None``: if present; ``True``: required;
+    ``False``: refuse a directory that already holds one). ``num_threads`` sets torch's CPU threads
+    for the run; if None with ``precision="auto"`` on the CPU, runs of ≥ ``PROBE_MIN_STEPS`` steps
+    time 1 thread against torch's count on a throwaway copy and keep the faster (``probe`` forces
+    or disables this); the count is stored in checkpoints and reused on resume. ``callback(step, terms)`` is called after every host sync (every ``sync_every``
+    steps: 1 on the CPU, 50 on a GPU). Raises :class:`TrainingDivergedError` on a NaN/inf loss.
+    """
+    spec = model_spec(model)
+    steps = _check_positive_int("steps", steps, minimum=0)
+    batch_size = _check_positive_int("batch_size", batch_size, minimum=2)
+    checkpoint_every = _check_positive_int("checkpoint_every", checkpoint_every)
+    seed = int(seed)
+    array = as_image_array(images)
+    channels = int(array.shape[3])
+    dataset = _dataset_name(images, channels, dataset)
+    hp = hyperparameters(spec.name, dataset, **dict(hparams or {}))
+    if latent_dim is None:
+        if isinstance(images, GroundTruth):
+            latent_dim = images.num_factors
+        elif dataset in DATASET_FACTORS:
+            latent_dim = DATASET_FACTORS[dataset]
+        else:  # pragma: no cover - hyperparameters() rejects unknown datasets first
+            raise InvalidArgumentError("latent_dim is required for this dataset")
+    latent_dim = _check_positive_int("latent_dim", latent_dim)
+    dev = _resolve_device(device)
+    plan = resolve_precision(precision, dev)
+    if sync_every is None:
+        sync_every = 1 if dev.type == "cpu" else 50
+    sync_every = _check_positive_int("sync_every", sync_every)
+
+    config = {
+        "model": spec.name,
+        "dataset": dataset,
+        "hparams": hp,
+        "channels": channels,
+        "latent_dim": latent_dim,
+        "seed": seed,
+        "batch_size": batch_size,
+        "num_images": int(array.shape[0]),
+    }
+    objective = build_objective(spec.name, hp, channels, latent_dim, seed)
+    stream = BatchStream(seed, array.shape[0], batch_size, latent_dim)
+    history = _History()
+    start_step = 0
+    resumed_from: ckpt.Checkpoint | None = None
+    if checkpoint_dir is not None:
+        latest = ckpt.latest_checkpoint(checkpoint_dir)
+        if latest is not None and resume is False:
+            raise CheckpointError(
+                f"{checkpoint_dir} already holds a checkpoint ({latest.name}) and resume=False; "
+                "pass resume=True (or None) to continue it, or use an empty directory"
+            )
+        if latest is not None:
+            resumed_from = ckpt.read_checkpoint(latest)
+            _check_resume(resumed_from.state, config, latest)
+        elif resume:
+            raise CheckpointError(f"resume=True but {checkpoint_dir} holds no checkpoint")
+    elif resume:
+        raise InvalidArgumentError("resume=True needs a checkpoint_dir")
+
+    objective = objective.to(dev)
+    if plan.channels_last:
+        objective = objective.to(memory_format=torch.channels_last)
+    optimizers = make_optimizers(objective)
+    if resumed_from is not None:
+        ckpt.load_weights(objective, resumed_from)
+        state = resumed_from.state
+        for name, optimizer in optimizers.as_dict().items():
+            try:
+                ckpt.optimizer_from_parts(
+                    optimizer, resumed_from.tensors, state["optimizers"][name], f"optimizer/{name}"
+                )
+            except (KeyError, ValueError, RuntimeError) as exc:
+                raise CheckpointError(
+                    f"{resumed_from.path}: optimizer state {name!r} is missing or corrupt: {exc}"
+                ) from exc
+        stream.load_state(state["batch_stream_state"])
+        start_step = resumed_from.step
+        history = _History(resumed_from.history())
+        if len(history.columns.get("step", [])) != start_step:
+            raise CheckpointError(f"{resumed_from.path}: loss history does not match its step")
+
+    source = _as_source(array)
+    objective.train()
+    last_saved: str | None = str(resumed_from.path) if resumed_from is not None else None
+
+    def save(step: int) -> None:
+        nonlocal last_saved
+        history.flush()  # never write a checkpoint after a diverged step
+        path = ckpt.save_checkpoint(
+            checkpoint_dir,  # type: ignore[arg-type]
+            step=step,
+            objective=objective,
+            optimizers=optimizers.as_dict(),
+            stream_state=stream.state(),
+            history=history.arrays(),
+            config={**config, "precision": plan.name},
+            keep=keep_checkpoints,
+        )
+        last_saved = str(path)
+
+    from tqdm.auto import tqdm
+
+    previous_threads = torch.get_num_threads()
+    thread_times: dict[int, float] = {}
+    probe_seconds = 0.0
+    if num_threads is not None:
+        threads = _check_positive_int("num_threads", num_threads)
+    elif dev.type == "cpu" and precision == "auto" and probe is not False:
+        stored = resumed_from.state.get("num_threads") if resumed_from is not None else None
+        if isinstance(stored, int) and stored >= 1 and not probe:
+            threads = stored  # the resumed run keeps its thread count: bitwise continuation
+        elif probe or steps - start_step >= PROBE_MIN_STEPS:
+            t_probe = time.perf_counter()
+            threads, thread_times = probe_threads(objective, source, plan, batch_size)
+            probe_seconds = time.perf_counter() - t_probe
+        else:
+            threads = previous_threads
+    else:
+        threads = previous_threads
+    config["num_threads"] = threads
+    torch.set_num_threads(threads)
+    bar = tqdm(
+        total=steps,
+        initial=min(start_step, steps),
+        disable=not progress,
+        desc=spec.name,
+        unit="step",
+        dynamic_ncols=True,
+    )
+    data_time = 0.0
+    t0 = time.perf_counter()
+    try:
+        for step in range(start_step + 1, steps + 1):
+            t_data = time.perf_counter()
+            batch = stream.next()
+            x = images_to_input(source.index_select(0, batch.indices).to(dev, non_blocking=True))
+            if plan.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            data_time += time.perf_counter() - t_data
+            terms = training_step(
+                objective, optimizers, x, batch, autocast_dtype=plan.autocast_dtype
+            )
+            history.add(step, terms)
+            if step % sync_every == 0 or step == steps:
+                last = history.flush()
+                if last is not None:
+                    if callback is not None:
+                        callback(step, last)
+                    if progress and (step % max(sync_every, 10) == 0 or step == steps):
+                        bar.set_postfix(
+                            {k: f"{v:.4g}" for k, v in last.items() if k != "step"}, refresh=False
+                        )
+            if checkpoint_dir is not None and (step % checkpoint_every == 0 or step == steps):
+                save(step)
+            bar.update(1)
+        history.flush()
+    finally:
+        bar.close()
+        torch.set_num_threads(previous_threads)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    wall = time.perf_counter() - t0
+    trained = max(0, steps - start_step)
+    if plan.channels_last:
+        objective = objective.to(memory_format=torch.contiguous_format)
+    objective.eval()
+    return TrainResult(
+        objective=objective,
+        history=history.arrays(),
+        model=spec.name,
+        hparams=hp,
+        latent_dim=latent_dim,
+        seed=seed,
+        steps=max(steps, start_step),
+        start_step=start_step,
+        wall_time=wall,
+        images_per_second=trained * batch_size / wall if trained and wall > 0 else 0.0,
+        data_fraction=data_time / wall if trained and wall > 0 else 0.0,
+        precision=plan.name,
+        device=str(dev),
+        checkpoint=last_saved,
+        num_threads=threads,
+        extra={"thread_probe_seconds_per_step": thread_times, "probe_seconds": probe_seconds},
+    )
+
+
+# --- encoding --------------------------------------------------------------------------------
+def _vae_of(model: Objective | VAE | str | os.PathLike) -> VAE:
+    if isinstance(model, (str, os.PathLike)):
+        model = ckpt.load_model(model)
+    if isinstance(model, Objective):
+        return model.vae
+    if isinstance(model, VAE):
+        return model
+    raise InvalidArgumentError(
+        f"model must be an Objective, a VAE or a checkpoint directory, got {type(model).__name__}"
+    )
+
+
+def encode(
+    model: Objective | VAE | str | os.PathLike,
+    images: np.ndarray | GroundTruth,
+    *,
+    batch_size: int | None = None,
+    device: str | torch.device | None = None,
+    precision: str = "fp32",
+    num_threads: int | None = None,
+    progress: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """μ and log σ² (float32 ``[N, d]``) of q(z|x) for uint8 images ``[N, 64, 64, C]``.
+
+    Batched, without gradients, in eval mode (the model's mode is restored). ``device`` defaults to
+    the model's; on a GPU the uint8 batches travel pinned and are converted there. ``precision``:
+    "fp32" (default: s and the metrics read μ, so exact by default), "bf16" (autocast trunk, fp32
+    heads) or "auto" (bf16 on a GPU, fp32 on the CPU). ``num_threads`` sets torch's CPU threads
+    for the call (on a machine shared with busy processes one thread can be several times faster
+    than two; see benchmarks/bench_training.py).
+    """
+    vae = _vae_of(model)
+    array = as_image_array(images)
+    if array.shape[3] != vae.channels:
+        raise DataFormatError(
+            f"images have {array.shape[3]} channel(s) but the model expects {vae.channels}"
+        )
+    model_device = next(vae.parameters()).device
+    dev = model_device if device is None else _resolve_device(device)
+    if precision not in PRECISIONS:
+        raise InvalidArgumentError(
+            f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}"
+        )
+    dtype = None
+    if precision == "bf16" or (precision == "auto" and dev.type == "cuda"):
+        dtype = torch.bfloat16
+    if batch_size is None:
+        batch_size = 4096 if dev.type == "cuda" else 256
+    batch_size = _check_positive_int("batch_size", batch_size)
+    n, d = array.shape[0], vae.latent_dim
+    mu = np.empty((n, d), np.float32)
+    logvar = np.empty((n, d), np.float32)
+    source = _as_source(array)
+    was_training = vae.training
+    moved = dev != model_device
+    net = vae.to(dev) if moved else vae
+    net.eval()
+    from tqdm.auto import tqdm
+
+    previous_threads = torch.get_num_threads()
+    if num_threads is not None:
+        torch.set_num_threads(_check_positive_int("num_threads", num_threads))
+    try:
+        with torch.inference_mode(), network_autocast(net, dev.type, dtype):
+            for start in tqdm(range(0, n, batch_size), disable=not progress, desc="encode"):
+                chunk = source[start : start + batch_size]
+                if dev.type == "cuda":
+                    chunk = chunk.pin_memory().to(dev, non_blocking=True)
+                m, lv = net(images_to_input(chunk))
+                mu[start : start + len(chunk)] = m.float().cpu().numpy()
+                logvar[start : start + len(chunk)] = lv.float().cpu().numpy()
+    finally:
+        torch.set_num_threads(previous_threads)
+        if moved:
+            vae.to(model_device)
+        vae.train(was_training)
+    return mu, logvar
+
+
+def load_model(checkpoint_dir: str | os.PathLike, device: str | torch.device = "cpu") -> Objective:
+    """The trained :class:`Objective` in ``checkpoint_dir`` (its newest checkpoint), eval mode."""
+    return ckpt.load_model(checkpoint_dir, _resolve_device(device))
+
+
+__all__: Sequence[str] = (
+    "AUTO_PRECISION",
+    "Optimizers",
+    "PrecisionPlan",
+    "TrainResult",
+    "as_image_array",
+    "encode",
+    "load_model",
+    "make_optimizers",
+    "network_autocast",
+    "resolve_precision",
+    "train",
+    "training_step",
+)

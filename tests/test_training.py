@@ -1,0 +1,308 @@
+"""Training loop, checkpoints, resumption, divergence, input validation and encoding."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from perturbed_disentanglement import checkpoint as ckpt
+from perturbed_disentanglement import training
+from perturbed_disentanglement.batches import BatchStream, images_to_input
+from perturbed_disentanglement.errors import (
+    CheckpointError,
+    DataFormatError,
+    InvalidArgumentError,
+    TrainingDivergedError,
+)
+from perturbed_disentanglement.ground_truth import ArrayGroundTruth, Factor
+from perturbed_disentanglement.training import encode, load_model, train
+from perturbed_disentanglement.zoo import MODELS, build_objective, hyperparameters
+
+FAST = {"batch_size": 8, "progress": False, "num_threads": 1}
+
+
+def _squares(n: int = 48, channels: int = 1, seed: int = 0) -> np.ndarray:
+    """Binary images of one 12-px square at random positions (uint8 0/255)."""
+    rng = np.random.default_rng(seed)
+    out = np.zeros((n, 64, 64, channels), np.uint8)
+    for i, (r, c) in enumerate(rng.integers(0, 52, size=(n, 2))):
+        out[i, r : r + 12, c : c + 12] = 255
+    return out
+
+
+@pytest.fixture(scope="module")
+def images() -> np.ndarray:
+    return _squares()
+
+
+@pytest.fixture
+def one_thread():
+    """Tests that call the model directly use one thread (the CI box is shared and small)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+# --- learning ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("model", list(MODELS))
+def test_short_run_lowers_the_loss(images: np.ndarray, model: str) -> None:
+    result = train(model, images, steps=40, **FAST)
+    loss = result.history["loss"]
+    assert len(loss) == 40 and np.isfinite(loss).all()
+    assert result.history["step"].tolist() == list(range(1, 41))
+    assert loss[-5:].mean() < loss[:5].mean() - 30.0, loss
+    assert result.images_per_second > 0 and 0 <= result.data_fraction < 1
+    assert result.latent_dim == 5  # dSprites' number of factors for a bare 1-channel array
+    if model == "factor_vae":
+        assert np.isfinite(result.history["discriminator_loss"]).all()
+
+
+def test_same_seed_same_weights_other_seed_differs(images: np.ndarray) -> None:
+    a = train("beta_tcvae", images, steps=4, seed=1, precision="fp32", **FAST)
+    b = train("beta_tcvae", images, steps=4, seed=1, precision="fp32", **FAST)
+    c = train("beta_tcvae", images, steps=4, seed=2, precision="fp32", **FAST)
+    assert _same_weights(a.objective, b.objective)
+    np.testing.assert_array_equal(a.history["loss"], b.history["loss"])
+    assert not _same_weights(a.objective, c.objective)
+
+
+def test_training_step_keeps_the_two_gradients_apart(one_thread) -> None:
+    """VAE params get ∂loss only, discriminator params ∂discriminator_loss only."""
+    objective = build_objective("factor_vae", hyperparameters("factor_vae"), 1, 3, seed=0)
+    reference = copy.deepcopy(objective)
+    stream = BatchStream(0, 16, 6, 3)
+    batch = stream.next()
+    x = images_to_input(torch.from_numpy(_squares(16)).index_select(0, batch.indices))
+    optimizers = training.make_optimizers(objective)
+    for opt in optimizers.as_dict().values():  # no update, so grads can be compared afterwards
+        for group in opt.param_groups:
+            group["lr"] = 0.0
+    training.training_step(objective, optimizers, x, batch)
+    terms = reference(x, batch.noise, batch.permutations)
+    vae_grads = torch.autograd.grad(terms["loss"], reference.vae_parameters(), retain_graph=True)
+    disc_grads = torch.autograd.grad(
+        terms["discriminator_loss"], reference.discriminator_parameters()
+    )
+    for p, g in zip(objective.vae_parameters(), vae_grads):
+        torch.testing.assert_close(p.grad, g)
+    for p, g in zip(objective.discriminator_parameters(), disc_grads):
+        torch.testing.assert_close(p.grad, g)
+    assert optimizers.discriminator.defaults["betas"] == (0.5, 0.9)
+    assert optimizers.vae.defaults["betas"] == (0.9, 0.999)
+
+
+def test_bf16_stays_close_to_fp32(images: np.ndarray) -> None:
+    exact = train("beta_vae", images, steps=12, precision="fp32", **FAST)
+    mixed = train("beta_vae", images, steps=12, precision="bf16", **FAST)
+    assert mixed.precision == "bf16"
+    np.testing.assert_allclose(mixed.history["loss"], exact.history["loss"], rtol=5e-3)
+
+
+# --- checkpoints --------------------------------------------------------------------------------
+class _Interrupt(Exception):
+    pass
+
+
+def _stop_at(step: int):
+    def callback(s: int, terms: dict[str, float]) -> None:
+        if s == step:
+            raise _Interrupt
+
+    return callback
+
+
+def test_resume_equals_uninterrupted_bitwise(images: np.ndarray, tmp_path: Path) -> None:
+    kwargs = dict(steps=9, seed=3, precision="fp32", checkpoint_every=3, **FAST)
+    full = train("factor_vae", images, checkpoint_dir=tmp_path / "full", **kwargs)
+    with pytest.raises(_Interrupt):  # a crash after step 5: the last checkpoint is step 3
+        train("factor_vae", images, checkpoint_dir=tmp_path / "cut", callback=_stop_at(5), **kwargs)
+    assert ckpt.latest_checkpoint(tmp_path / "cut").name == "step-000000003"
+    resumed = train("factor_vae", images, checkpoint_dir=tmp_path / "cut", **kwargs)
+    assert resumed.start_step == 3
+    assert _same_weights(full.objective, resumed.objective)
+    for key in full.history:
+        np.testing.assert_array_equal(full.history[key], resumed.history[key])
+    # the optimizer moments saved at the end agree too
+    a = ckpt.read_checkpoint(tmp_path / "full").tensors
+    b = ckpt.read_checkpoint(tmp_path / "cut").tensors
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # and load_model gives back the trained weights
+    assert _same_weights(load_model(tmp_path / "cut"), full.objective)
+
+
+def test_checkpoint_contents_and_pruning(images: np.ndarray, tmp_path: Path) -> None:
+    train("beta_vae", images, steps=6, checkpoint_dir=tmp_path, checkpoint_every=2, **FAST)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step-000000004", "step-000000006"]
+    state = json.loads((tmp_path / "step-000000006" / ckpt.STATE_FILE).read_text())
+    assert state["step"] == 6 and state["model"] == "beta_vae" and state["latent_dim"] == 5
+    assert state["hparams"] == {"beta": 8.0} and state["channels"] == 1
+    assert state["package_version"] and state["batch_stream_state"]
+    assert state["optimizers"]["vae"]["param_groups"][0]["lr"] == 1e-4
+
+
+def test_half_written_checkpoint_is_ignored(images: np.ndarray, tmp_path: Path) -> None:
+    train("ae", images, steps=2, checkpoint_dir=tmp_path, **FAST)
+    stale = tmp_path / ".tmp-step-000000009-crashed"
+    stale.mkdir()
+    (stale / ckpt.WEIGHTS_FILE).write_bytes(b"partial")
+    assert ckpt.latest_checkpoint(tmp_path).name == "step-000000002"
+    result = train("ae", images, steps=4, checkpoint_dir=tmp_path, **FAST)
+    assert result.start_step == 2 and not stale.exists()
+
+
+def test_nan_loss_raises_and_keeps_last_good_checkpoint(
+    images: np.ndarray, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_step = training.training_step
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        terms = real_step(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 5:
+            terms["kl"] = torch.tensor(float("nan"))
+            terms["loss"] = torch.tensor(float("inf"))
+        return terms
+
+    monkeypatch.setattr(training, "training_step", poisoned)
+    with pytest.raises(TrainingDivergedError, match=r"step 5.*kl=nan.*loss=inf"):
+        train("beta_vae", images, steps=8, checkpoint_dir=tmp_path, checkpoint_every=2, **FAST)
+    good = ckpt.read_checkpoint(tmp_path)
+    assert good.step == 4 and np.isfinite(good.history()["loss"]).all()
+
+
+def _corrupt(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_corrupt_checkpoint_raises(images: np.ndarray, tmp_path: Path) -> None:
+    train("beta_vae", images, steps=2, checkpoint_dir=tmp_path, **FAST)
+    step_dir = ckpt.latest_checkpoint(tmp_path)
+    _corrupt(step_dir / ckpt.WEIGHTS_FILE)
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_model(tmp_path)
+    with pytest.raises(CheckpointError, match="corrupt"):
+        train("beta_vae", images, steps=4, checkpoint_dir=tmp_path, **FAST)
+    (step_dir / ckpt.STATE_FILE).write_text('{"step": 2, "mod')
+    with pytest.raises(CheckpointError, match="state.json"):
+        load_model(tmp_path)
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        load_model(tmp_path / "nowhere")
+
+
+def test_mismatched_checkpoint_raises(images: np.ndarray, tmp_path: Path) -> None:
+    train("beta_vae", images, steps=2, latent_dim=4, checkpoint_dir=tmp_path, **FAST)
+    with pytest.raises(CheckpointError, match="latent_dim=4"):
+        train("beta_vae", images, steps=4, latent_dim=5, checkpoint_dir=tmp_path, **FAST)
+    with pytest.raises(CheckpointError, match="model="):
+        train("dip_vae_i", images, steps=4, latent_dim=4, checkpoint_dir=tmp_path, **FAST)
+    with pytest.raises(CheckpointError, match="channels="):
+        train("beta_vae", _squares(48, 3), steps=4, latent_dim=4, checkpoint_dir=tmp_path, **FAST)
+    with pytest.raises(CheckpointError, match="resume=False"):
+        train("beta_vae", images, steps=4, latent_dim=4, checkpoint_dir=tmp_path, resume=False)
+    with pytest.raises(CheckpointError, match="holds no checkpoint"):
+        train("beta_vae", images, steps=4, checkpoint_dir=tmp_path / "empty", resume=True)
+
+
+def test_thread_probe_choice_is_stored_and_reused(images: np.ndarray, tmp_path: Path) -> None:
+    before = torch.get_num_threads()
+    first = train(
+        "beta_vae",
+        images,
+        steps=3,
+        batch_size=8,
+        progress=False,
+        probe=True,
+        checkpoint_dir=tmp_path,
+    )
+    assert first.num_threads in {1, before} and torch.get_num_threads() == before
+    if before > 1:
+        assert set(first.extra["thread_probe_seconds_per_step"]) == {1, before}
+    state = ckpt.read_checkpoint(tmp_path).state
+    assert state["num_threads"] == first.num_threads
+    resumed = train(
+        "beta_vae", images, steps=5, batch_size=8, progress=False, checkpoint_dir=tmp_path
+    )
+    assert resumed.num_threads == first.num_threads and resumed.extra["probe_seconds"] == 0.0
+
+
+# --- validation ----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("bad", "match"),
+    [
+        (np.zeros((4, 64, 64, 1), np.float32), "uint8.*float"),
+        (np.zeros((4, 1, 64, 64), np.uint8), "NCHW"),
+        (np.zeros((4, 64, 64), np.uint8), "channel axis"),
+        (np.zeros((4, 32, 32, 1), np.uint8), r"\[N, 64, 64, C\]"),
+        (np.zeros((4, 64, 64, 2), np.uint8), "C = 1 or 3"),
+        (np.zeros((0, 64, 64, 1), np.uint8), "empty"),
+        ([[1, 2]], "numpy array"),
+    ],
+)
+def test_bad_image_arrays_are_refused(bad, match: str) -> None:
+    with pytest.raises(DataFormatError, match=match):
+        train("beta_vae", bad, steps=1, **FAST)
+
+
+def test_bad_arguments_are_refused(images: np.ndarray) -> None:
+    with pytest.raises(InvalidArgumentError, match="unknown model"):
+        train("gan", images, steps=1, **FAST)
+    with pytest.raises(InvalidArgumentError, match="no hyperparameter 'gamma'"):
+        train("beta_vae", images, steps=1, hparams={"gamma": 3.0}, **FAST)
+    with pytest.raises(InvalidArgumentError, match="≥ 0"):
+        train("beta_vae", images, steps=1, hparams={"beta": -1.0}, **FAST)
+    with pytest.raises(InvalidArgumentError, match="precision"):
+        train("beta_vae", images, steps=1, precision="fp8", **FAST)
+    with pytest.raises(InvalidArgumentError, match="steps"):
+        train("beta_vae", images, steps=-1, **FAST)
+
+
+def test_ground_truth_sets_latent_size_and_readonly_arrays_work() -> None:
+    arr = _squares(12)
+    arr.setflags(write=False)
+    gt = ArrayGroundTruth(
+        "toy", [Factor("a", np.arange(3.0)), Factor("b", np.arange(4.0))], arr, source="test"
+    )
+    result = train("beta_vae", gt, steps=2, **FAST)
+    assert result.latent_dim == 2 and result.objective.vae.latent_dim == 2
+
+
+# --- encoding ------------------------------------------------------------------------------------
+def test_encode_shapes_dtypes_and_batch_size_invariance(images: np.ndarray, one_thread) -> None:
+    objective = build_objective("beta_vae", hyperparameters("beta_vae"), 1, 5, seed=0)
+    objective.train()
+    mu, logvar = encode(objective, images, batch_size=7)
+    assert mu.shape == logvar.shape == (len(images), 5)
+    assert mu.dtype == logvar.dtype == np.float32
+    assert objective.training  # mode restored
+    mu2, logvar2 = encode(objective.vae, images, batch_size=48)
+    np.testing.assert_allclose(mu, mu2, atol=1e-5)
+    np.testing.assert_allclose(logvar, logvar2, atol=1e-5)
+    with torch.no_grad():
+        ref_mu, _ = objective.vae(images_to_input(torch.from_numpy(images[:3])))
+    np.testing.assert_allclose(mu[:3], ref_mu.numpy(), atol=1e-5)
+    mu_bf16, _ = encode(objective, images, batch_size=16, precision="bf16")
+    np.testing.assert_allclose(mu_bf16, mu, atol=0.05)
+
+
+def test_encode_refuses_bad_input(images: np.ndarray) -> None:
+    objective = build_objective("ae", hyperparameters("ae"), 1, 3, seed=0)
+    with pytest.raises(DataFormatError, match="channel"):
+        encode(objective, _squares(4, channels=3))
+    with pytest.raises(DataFormatError, match="uint8"):
+        encode(objective, images.astype(np.float64) / 255)
+    with pytest.raises(InvalidArgumentError, match="Objective, a VAE"):
+        encode(42, images)  # type: ignore[arg-type]
