@@ -1,10 +1,20 @@
-"""Disentanglement metrics on arrays: ``codes`` float ``[N, d]`` and ``factors`` int ``[N, k]``.
+"""Disentanglement metrics and the paper's analysis quantities.
 
-Each metric reproduces google-research/disentanglement_lib's definition (dlib stores the same
-arrays transposed) and returns a dict of floats plus per-factor / per-code arrays.
+On arrays (``codes`` float ``[N, d]``, ``factors`` int ``[N, k]``): MIG, DCI, SAP, modularity and
+explicitness, each reproducing google-research/disentanglement_lib's definition (dlib stores the same
+arrays transposed). On a ground truth and an encoder (any callable ``uint8 images -> (mu, logvar)``):
+the FactorVAE and β-VAE scores, code sampling, active units and the Fig. 4 quantities.
 """
 
 from ._checks import split_train_test
+from .active_units import (
+    active_units,
+    information_level,
+    information_level_by_factor,
+    mean_posterior_variance,
+    num_active_units,
+)
+from .beta_vae_score import beta_vae_score
 from .dci import (
     completeness_from_importance,
     completeness_per_factor,
@@ -18,15 +28,35 @@ from .discretize import (
     histogram_discretize,
     mutual_information_matrix,
 )
+from .factor_vae_score import factor_vae_score
+from .fig4 import Expansiveness, Fig4Quantities, fig4_quantities
 from .mig import mig, mig_from_mutual_information
 from .modularity import (
     modularity_explicitness,
     modularity_from_mutual_information,
     modularity_per_code,
 )
+from .perturbation_hook import Perturbation, PerturbedView
+from .sampling import Encoder, encode_grid, encode_indices, sample_codes
 from .sap import sap, sap_from_score_matrix
 
 __all__ = [
+    "Encoder",
+    "Expansiveness",
+    "Fig4Quantities",
+    "Perturbation",
+    "PerturbedView",
+    "active_units",
+    "beta_vae_score",
+    "encode_grid",
+    "encode_indices",
+    "factor_vae_score",
+    "fig4_quantities",
+    "information_level",
+    "information_level_by_factor",
+    "mean_posterior_variance",
+    "num_active_units",
+    "sample_codes",
     "completeness_from_importance",
     "completeness_per_factor",
     "dci",
