@@ -1,0 +1,350 @@
+"""Stacked training equals training the runs one by one (fp32, CPU), and its edges fail clearly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from perturbed_disentanglement import training
+from perturbed_disentanglement.errors import (
+    CheckpointError,
+    DataFormatError,
+    InvalidArgumentError,
+    TrainingDivergedError,
+)
+from perturbed_disentanglement.stacked import (
+    Run,
+    StackedObjective,
+    _StackedHistory,
+    encode_stacked,
+    stack_adam_states,
+    train_stacked,
+    unstack_adam_state,
+)
+from perturbed_disentanglement.zoo import build_objective
+
+STEPS = 8
+BATCH = 8
+LATENT = 4
+LR = 1e-4
+
+_rng = np.random.default_rng(1234)
+SOURCE_A = _rng.integers(0, 256, (24, 64, 64, 1), dtype=np.uint8)
+SOURCE_B = _rng.integers(0, 256, (17, 64, 64, 1), dtype=np.uint8)
+SOURCE_RGB = _rng.integers(0, 256, (10, 64, 64, 3), dtype=np.uint8)
+
+# Three runs per model: different seeds, hyperparameters and (for run 1) image source.
+CASES = {
+    "factor_vae": [{"gamma": 35.0}, {"gamma": 10.0}, {"gamma": 100.0}],
+    "beta_tcvae": [{"beta": 6.0}, {"beta": 2.0}, {"beta": 10.0}],
+    "beta_vae": [{"beta": 8.0}, {"beta": 1.0}, {"beta": 16.0}],
+    "dip_vae_i": [{"lambda_od": 10.0}, {"lambda_od": 1.0}, {"lambda_od": 50.0}],
+    "dip_vae_ii": [{"lambda_od": 10.0}, {"lambda_od": 2.0, "lambda_d_factor": 3.0}, {}],
+    "ae": [{}, {}, {}],
+}
+FAST = ("factor_vae", "beta_tcvae")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny convolutions run fastest single-threaded on a shared 2-core machine."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def make_runs(model: str) -> list[Run]:
+    sources = [SOURCE_A, SOURCE_B, SOURCE_A]
+    return [
+        Run(model, images, seed=seed, hparams=hp, latent_dim=LATENT)
+        for seed, hp, images in zip((5, 11, 23), CASES[model], sources)
+    ]
+
+
+def train_alone(run: Run, steps: int = STEPS, **kwargs) -> training.TrainResult:
+    return training.train(
+        run.model,
+        run.images,
+        hparams=run.hparams,
+        seed=run.seed,
+        latent_dim=run.latent_dim,
+        steps=steps,
+        batch_size=BATCH,
+        precision="fp32",
+        progress=False,
+        **kwargs,
+    )
+
+
+def weight_mismatch(a: torch.nn.Module, b: torch.nn.Module) -> float:
+    """Largest |Δw| between two models."""
+    with torch.no_grad():
+        return max(float((p - q).abs().max()) for p, q in zip(a.parameters(), b.parameters()))
+
+
+def update_mismatch(initial: torch.nn.Module, a: torch.nn.Module, b: torch.nn.Module) -> float:
+    """‖(a − w₀) − (b − w₀)‖ / ‖b − w₀‖: how differently two runs moved from the same start."""
+    with torch.no_grad():
+        da = torch.cat([(p - q).flatten() for p, q in zip(a.parameters(), initial.parameters())])
+        db = torch.cat([(p - q).flatten() for p, q in zip(b.parameters(), initial.parameters())])
+        return float((da - db).norm() / db.norm())
+
+
+def assert_same_training(initial: torch.nn.Module, a: torch.nn.Module, b: torch.nn.Module) -> None:
+    """Equal up to fp32 rounding: updates agree to 1e-3 relative and weights to 2e-5.
+
+    Grouped and plain convolutions sum in different orders, so gradients agree to ~1e-5 relative
+    and Adam (which divides each gradient by its running size) carries that into the weights. The
+    seeds above are well-conditioned: there, perturbing the initial weights by 1e-7 relative changes
+    the one-by-one result by ≤ 1e-4 relative and ≤ 1e-5 absolute. (Some seeds are not: with a
+    batch of 8, β-TCVAE's run for seed 13 moves by 2 % under that perturbation, so no comparison
+    with another summation order can be tight there.) A wrong hyperparameter gives ≥ 3e-2
+    (test_tolerance_detects_a_swapped_hyperparameter).
+    """
+    relative = update_mismatch(initial, a, b)
+    largest = weight_mismatch(a, b)
+    assert relative <= 1e-3, f"the updates differ by {relative:.2e} relative"
+    assert largest <= 2e-5, f"a weight differs by {largest:.2e}"
+
+
+def assert_same_history(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
+    assert sorted(a) == sorted(b)
+    np.testing.assert_array_equal(a["step"], np.arange(1, len(b["step"]) + 1))
+    for name in b:
+        scale = max(1.0, float(np.abs(b[name]).max()))
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-5 * scale, err_msg=name)
+
+
+@pytest.mark.parametrize("strategy", ["vmap", "loop"])
+@pytest.mark.parametrize(
+    "model", [m if m in FAST else pytest.param(m, marks=pytest.mark.slow) for m in CASES]
+)
+def test_stacked_equals_one_by_one(model: str, strategy: str) -> None:
+    runs = make_runs(model)
+    stacked = train_stacked(
+        runs, steps=STEPS, batch_size=BATCH, precision="fp32", strategy=strategy, progress=False
+    )
+    assert len(stacked) == len(runs)
+    assert {r.extra["strategy"] for r in stacked} == {strategy}
+    for run, result in zip(runs, stacked):
+        alone = train_alone(run)
+        assert (result.model, result.seed, result.hparams) == (
+            alone.model,
+            alone.seed,
+            alone.hparams,
+        )
+        assert result.steps == STEPS and result.extra["stack_size"] == 3
+        initial = build_objective(model, alone.hparams, 1, LATENT, run.seed)
+        assert weight_mismatch(initial, alone.objective) > 4 * LR  # training moved the weights
+        assert_same_training(initial, result.objective, alone.objective)
+        assert_same_history(result.history, alone.history)
+
+
+def test_tolerance_detects_a_swapped_hyperparameter() -> None:
+    """The comparison above is not vacuous: run 0 with run 1's β fails it."""
+    runs = make_runs("beta_tcvae")[:2]
+    stacked = train_stacked(
+        runs, steps=STEPS, batch_size=BATCH, precision="fp32", strategy="vmap", progress=False
+    )
+    swapped = train_alone(Run("beta_tcvae", SOURCE_A, 5, runs[1].hparams, latent_dim=LATENT))
+    initial = build_objective("beta_tcvae", {"beta": 6.0}, 1, LATENT, 5)
+    with pytest.raises(AssertionError, match="relative"):
+        assert_same_training(initial, stacked[0].objective, swapped.objective)
+
+
+def test_results_are_ordinary_objectives_and_encode_stacked_matches_encode() -> None:
+    runs = [Run("beta_vae", SOURCE_RGB, seed=s, hparams={"beta": b}) for s, b in ((0, 1), (1, 4))]
+    results = train_stacked(runs, steps=2, batch_size=4, strategy="vmap", progress=False)
+    assert [r.latent_dim for r in results] == [6, 6]  # shapes3d's factors, as training.train
+    mus = encode_stacked([r.objective for r in results], SOURCE_RGB, batch_size=4)
+    assert mus.shape == (2, len(SOURCE_RGB), 6)
+    for k, result in enumerate(results):
+        assert result.objective.discriminator is None and not result.objective.training
+        mu, _ = training.encode(result.objective, SOURCE_RGB)
+        np.testing.assert_allclose(mus[k], mu, atol=1e-5)
+    assert not np.allclose(mus[0], mus[1])
+
+
+def test_bf16_autocast_path_runs_and_stays_close_to_fp32() -> None:
+    runs = make_runs("beta_vae")[:2]
+    kwargs = {"steps": 2, "batch_size": BATCH, "strategy": "vmap", "progress": False}
+    exact = train_stacked(runs, precision="fp32", **kwargs)
+    low = train_stacked(runs, precision="bf16", **kwargs)  # the GPU's default path, on the CPU
+    for a, b in zip(low, exact):
+        assert a.precision == "bf16"
+        np.testing.assert_allclose(a.history["loss"], b.history["loss"], rtol=2e-2)
+        assert weight_mismatch(a.objective, b.objective) <= 2 * 2 * LR
+
+
+def test_checkpoints_resume_in_a_stack_and_alone(tmp_path) -> None:
+    runs = [
+        Run("factor_vae", SOURCE_A, seed=s, latent_dim=LATENT, checkpoint_dir=tmp_path / f"r{s}")
+        for s in (5, 6)
+    ]
+    train_stacked(
+        runs, steps=3, batch_size=BATCH, precision="fp32", checkpoint_every=1, progress=False
+    )
+    kept = sorted(p.name for p in runs[0].checkpoint_dir.iterdir())
+    assert kept == ["step-000000002", "step-000000003"]  # keep_checkpoints=2, as training
+    resumed = train_stacked(runs, steps=5, batch_size=BATCH, precision="fp32", progress=False)
+    plain = [Run(r.model, r.images, r.seed, latent_dim=LATENT) for r in runs]
+    straight = train_stacked(plain, steps=5, batch_size=BATCH, precision="fp32", progress=False)
+    for a, b in zip(resumed, straight):
+        assert a.start_step == 3 and a.steps == 5
+        for p, q in zip(a.objective.parameters(), b.objective.parameters()):
+            torch.testing.assert_close(p, q, rtol=0, atol=0)  # same ops: bitwise
+        for name in b.history:
+            np.testing.assert_array_equal(a.history[name], b.history[name])
+    # training's own loader and trainer read the stacked runs' checkpoints
+    loaded = training.load_model(runs[0].checkpoint_dir)
+    for p, q in zip(loaded.parameters(), resumed[0].objective.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+    continued = train_alone(runs[1], steps=7, checkpoint_dir=runs[1].checkpoint_dir)
+    alone = train_alone(plain[1], steps=7)
+    assert continued.start_step == 5
+    initial = build_objective("factor_vae", alone.hparams, 1, LATENT, 6)
+    assert_same_training(initial, continued.objective, alone.objective)
+    with pytest.raises(CheckpointError, match="resume=False"):
+        train_stacked(runs, steps=6, batch_size=BATCH, resume=False, progress=False)
+    other = Run("factor_vae", SOURCE_A, seed=9, latent_dim=LATENT, checkpoint_dir=tmp_path / "new")
+    with pytest.raises(CheckpointError, match="only some runs"):
+        train_stacked([runs[0], other], steps=6, batch_size=BATCH, progress=False)
+
+
+def test_adam_state_unstacks_and_restacks() -> None:
+    objectives = [build_objective("beta_vae", {"beta": 1.0}, 1, LATENT, s) for s in (0, 1, 2)]
+    stack = StackedObjective(objectives)
+    opt = torch.optim.Adam(stack.vae_parameters(), lr=LR)
+    terms = stack(
+        torch.rand(3, 4, 1, 64, 64),
+        torch.randn(3, 4, LATENT),
+        torch.stack([torch.stack([torch.randperm(4) for _ in range(LATENT)])] * 3),
+        {"beta": torch.tensor([1.0, 2.0, 3.0])},
+    )
+    terms["loss"].sum().backward()
+    opt.step()
+    states = [unstack_adam_state(opt, k) for k in range(3)]
+    single = torch.optim.Adam(objectives[1].vae_parameters(), lr=LR)
+    single.load_state_dict(states[1])  # fits an Adam over one model's own parameters
+    again = torch.optim.Adam(stack.vae_parameters(), lr=LR)
+    stack_adam_states(again, states)
+    for index, slot in opt.state_dict()["state"].items():
+        for key, value in slot.items():
+            torch.testing.assert_close(again.state_dict()["state"][index][key], value)
+    states[2]["state"][0]["step"] = states[2]["state"][0]["step"] + 1
+    with pytest.raises(CheckpointError, match="different step counts"):
+        stack_adam_states(again, states)
+
+
+def test_divergence_names_the_run() -> None:
+    history = _StackedHistory(3)
+    history.add(1, {"loss": torch.tensor([1.0, 2.0, 3.0])})
+    history.add(2, {"loss": torch.tensor([1.0, float("nan"), 3.0])})
+    with pytest.raises(TrainingDivergedError, match=r"step 2 in run 1"):
+        history.flush(["run 0", "run 1", "run 2"])
+
+
+@pytest.mark.parametrize(
+    ("runs", "error", "match"),
+    [
+        ([], InvalidArgumentError, "K ≥ 1"),
+        (Run("ae", SOURCE_A), InvalidArgumentError, "sequence"),
+        ([Run("ae", SOURCE_A), Run("beta_vae", SOURCE_A)], InvalidArgumentError, "share the model"),
+        ([Run("ae", SOURCE_A), Run("ae", SOURCE_RGB)], InvalidArgumentError, "channel count"),
+        (
+            [Run("ae", SOURCE_A, latent_dim=3), Run("ae", SOURCE_A, latent_dim=4)],
+            InvalidArgumentError,
+            "latent size",
+        ),
+        ([Run("beta_vae", SOURCE_A, hparams={"gamma": 1.0})], InvalidArgumentError, "gamma"),
+        ([Run("nope", SOURCE_A)], InvalidArgumentError, "unknown model"),
+        ([Run("ae", SOURCE_A.astype(np.float32))], DataFormatError, "uint8"),
+        ([Run("ae", SOURCE_A[:, :32])], DataFormatError, "shape"),
+        ([{"model": "ae", "imgs": SOURCE_A}], InvalidArgumentError, "expected keys"),
+        ([42], InvalidArgumentError, "Run or a mapping"),
+        (
+            [
+                Run("ae", SOURCE_A, checkpoint_dir="/tmp/x"),
+                Run("ae", SOURCE_A, checkpoint_dir="/tmp/x"),
+            ],
+            InvalidArgumentError,
+            "share a checkpoint_dir",
+        ),
+    ],
+)
+def test_bad_runs_are_rejected_clearly(runs, error, match) -> None:
+    with pytest.raises(error, match=match):
+        train_stacked(runs, steps=1, progress=False)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"steps": -1}, "steps"),
+        ({"steps": 1, "batch_size": 1}, "batch_size"),
+        ({"steps": 1, "precision": "fp8"}, "precision"),
+        ({"steps": 1, "device": "warp-drive"}, "device"),
+        ({"steps": 1, "strategy": "scan"}, "strategy"),
+    ],
+)
+def test_bad_settings_are_rejected_clearly(kwargs, match) -> None:
+    with pytest.raises(InvalidArgumentError, match=match):
+        train_stacked([Run("ae", SOURCE_A)], progress=False, **kwargs)
+
+
+def test_encode_stacked_rejects_mismatches() -> None:
+    a = build_objective("ae", {}, 1, 3, 0)
+    b = build_objective("ae", {}, 1, 4, 0)
+    with pytest.raises(InvalidArgumentError, match="latent sizes"):
+        encode_stacked([a, b], SOURCE_A)
+    with pytest.raises(InvalidArgumentError, match="channel"):
+        encode_stacked([a], SOURCE_RGB)
+    with pytest.raises(InvalidArgumentError, match="K ≥ 1"):
+        encode_stacked([], SOURCE_A)
+
+
+@pytest.mark.slow
+def test_device_check_smoke_runs_every_section(tmp_path) -> None:
+    """benchmarks/device_check.sh --smoke (tiny, CPU) completes and records every section."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path)}
+    done = subprocess.run(
+        ["bash", "benchmarks/device_check.sh", "--smoke"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    report = json.loads((tmp_path / "device_check.json").read_text())
+    for section in ("equivalence", "stacking", "precision", "encoding"):
+        assert "result" in report[section], report[section]
+    assert {row["k"] for row in report["stacking"]["result"]} == {1, 2}
+
+
+def test_a_shared_ground_truth_is_read_once_and_sets_the_latent_size() -> None:
+    from perturbed_disentanglement.ground_truth import ArrayGroundTruth, Factor
+
+    class Counting(ArrayGroundTruth):
+        calls = 0
+
+        def all_images(self) -> np.ndarray:
+            Counting.calls += 1
+            return super().all_images()
+
+    factors = [Factor("a", np.arange(4)), Factor("b", np.arange(6))]
+    grid = Counting("dsprites", factors, SOURCE_A)
+    results = train_stacked(
+        [Run("beta_vae", grid, seed=s) for s in range(3)], steps=1, batch_size=4, progress=False
+    )
+    assert Counting.calls == 1  # a procedural grid renders 3 GB per all_images() call
+    assert {r.latent_dim for r in results} == {2}  # the grid's number of factors
