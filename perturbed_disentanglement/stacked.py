@@ -27,7 +27,6 @@ from __future__ import annotations
 import copy
 import os
 import time
-import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -42,15 +41,18 @@ from .errors import CheckpointError, InvalidArgumentError, TrainingDivergedError
 from .ground_truth import GroundTruth
 from .models import VAE
 from .training import (
-    DATASET_FACTORS,
     DISCRIMINATOR_ADAM,
     VAE_ADAM,
     TrainResult,
     as_image_array,
+    as_source,
+    check_int,
     network_autocast,
+    resolve_device,
     resolve_precision,
+    run_config,
 )
-from .zoo import Objective, build_objective, hyperparameters, model_spec
+from .zoo import Objective, build_objective, model_spec
 
 
 @dataclass(frozen=True)
@@ -87,12 +89,6 @@ class _Resolved:
 
 
 # --- checks ------------------------------------------------------------------------------------
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise InvalidArgumentError(f"{name} must be an integer ≥ {minimum}, got {value!r}")
-    return int(value)
-
-
 def _as_run(run: Run | Mapping[str, Any], position: int) -> Run:
     if isinstance(run, Run):
         return run
@@ -116,39 +112,22 @@ def _resolve(run: Run, position: int, batch_size: int, arrays: dict[int, np.ndar
     grid (3 GB for dSprites) on every ``all_images()`` call, and K runs often share one.
     """
     where = f"run {position} ({run.label})"
-    spec = model_spec(run.model)
-    seed = _check_int(f"{where}: seed", run.seed, -(2**63))
     if id(run.images) not in arrays:
         arrays[id(run.images)] = as_image_array(run.images, name=f"{where} images")
     array = arrays[id(run.images)]
-    channels = int(array.shape[3])
-    dataset = run.dataset
-    if dataset is None:
-        if isinstance(run.images, GroundTruth) and run.images.name in DATASET_FACTORS:
-            dataset = run.images.name
-        else:
-            dataset = "dsprites" if channels == 1 else "shapes3d"
     try:
-        hp = hyperparameters(spec.name, dataset, **dict(run.hparams or {}))
+        config = run_config(
+            run.model,
+            run.images,
+            array,
+            dataset=run.dataset,
+            hparams=run.hparams,
+            latent_dim=run.latent_dim,
+            seed=check_int(f"{where}: seed", run.seed, -(2**63)),
+            batch_size=batch_size,
+        )
     except InvalidArgumentError as exc:
         raise InvalidArgumentError(f"{where}: {exc}") from exc
-    latent_dim = run.latent_dim
-    if latent_dim is None:
-        if isinstance(run.images, GroundTruth):
-            latent_dim = run.images.num_factors
-        else:
-            latent_dim = DATASET_FACTORS[dataset]
-    latent_dim = _check_int(f"{where}: latent_dim", latent_dim, 1)
-    config = {
-        "model": spec.name,
-        "dataset": dataset,
-        "hparams": hp,
-        "channels": channels,
-        "latent_dim": latent_dim,
-        "seed": seed,
-        "batch_size": batch_size,
-        "num_images": int(array.shape[0]),
-    }
     return _Resolved(run, array, config)
 
 
@@ -178,16 +157,6 @@ def check_runs(runs: Sequence[Run | Mapping[str, Any]], batch_size: int = 64) ->
             "two runs of the stack share a checkpoint_dir; give each its own"
         )
     return resolved
-
-
-def _resolve_device(device: str | torch.device) -> torch.device:
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise InvalidArgumentError(f"unknown device {device!r}: {exc}") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InvalidArgumentError(f"device {device!r} requested but CUDA is not available here")
-    return dev
 
 
 # --- stacking ----------------------------------------------------------------------------------
@@ -349,12 +318,6 @@ def _adam(params: list[torch.Tensor], settings: Mapping[str, Any], device: torch
 
 
 # --- data --------------------------------------------------------------------------------------
-def _as_source(array: np.ndarray) -> torch.Tensor:
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        return torch.from_numpy(array)
-
-
 class StackedBatches:
     """Each run's batch from its own stream, gathered from its own source and stacked.
 
@@ -374,7 +337,7 @@ class StackedBatches:
         for r in runs:
             key = id(r.run.images)
             if key not in sources:
-                source = _as_source(r.array)
+                source = as_source(r.array)
                 sources[key] = source.to(device) if on_device else source
             self.source_of_run.append(key)
         self.sources = sources
@@ -478,18 +441,18 @@ def train_stacked(
     steps: 1 on the CPU, 50 on a GPU). A NaN or infinite loss raises
     :class:`TrainingDivergedError` naming the runs that diverged.
     """
-    steps = _check_int("steps", steps, 0)
-    batch_size = _check_int("batch_size", batch_size, 2)
-    checkpoint_every = _check_int("checkpoint_every", checkpoint_every, 1)
-    keep = _check_int("keep_checkpoints", keep_checkpoints, 1)
+    steps = check_int("steps", steps, 0)
+    batch_size = check_int("batch_size", batch_size, 2)
+    checkpoint_every = check_int("checkpoint_every", checkpoint_every, 1)
+    keep = check_int("keep_checkpoints", keep_checkpoints, 1)
     resolved = check_runs(runs, batch_size)
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     plan = resolve_precision(precision, dev)
     precision_name = plan.name.replace("+channels_last", "")
     strategy = resolve_strategy(strategy, dev)
     if sync_every is None:
         sync_every = 1 if dev.type == "cpu" else 50
-    sync_every = _check_int("sync_every", sync_every, 1)
+    sync_every = check_int("sync_every", sync_every, 1)
     on_device = dev.type != "cpu" if sources_on_device is None else bool(sources_on_device)
     k = len(resolved)
     labels = [f"run {i} ({r.run.label})" for i, r in enumerate(resolved)]
@@ -776,11 +739,11 @@ def encode_stacked(
     latent = {v.latent_dim for v in vaes}
     if len(latent) != 1:
         raise InvalidArgumentError(f"the models have different latent sizes {sorted(latent)}")
-    dev = next(vaes[0].parameters()).device if device is None else _resolve_device(device)
+    dev = next(vaes[0].parameters()).device if device is None else resolve_device(device)
     plan = resolve_precision(precision, dev)
     if batch_size is None:
         batch_size = 4096 if dev.type == "cuda" else 512
-    batch_size = _check_int("batch_size", batch_size, 1)
+    batch_size = check_int("batch_size", batch_size, 1)
     nets = [copy.deepcopy(v).to(dev).eval() for v in vaes]
     params, buffers = stack_module_state(nets)
     params = {n: p.detach() for n, p in params.items()}
@@ -792,7 +755,7 @@ def encode_stacked(
         return functional_call(skeleton, (p, b), (x,))[0]
 
     forward = vmap(one, in_dims=(0, 0, None))
-    source = _as_source(array)
+    source = as_source(array)
     out = torch.empty(len(vaes), len(source), latent.pop(), dtype=torch.float32)
     with network_autocast(skeleton, dev.type, plan.autocast_dtype):
         for start in range(0, len(source), batch_size):

@@ -127,19 +127,52 @@ def as_image_array(images: np.ndarray | GroundTruth, *, name: str = "images") ->
     return images
 
 
-def _as_source(images: np.ndarray) -> torch.Tensor:
+def as_source(images: np.ndarray) -> torch.Tensor:
     """A zero-copy uint8 tensor view of ``images`` (read-only arrays are never written)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         return torch.from_numpy(images)
 
 
-def _dataset_name(images: np.ndarray | GroundTruth, channels: int, dataset: str | None) -> str:
-    if dataset is not None:
-        return dataset
-    if isinstance(images, GroundTruth) and images.name in DATASET_FACTORS:
-        return images.name
-    return "dsprites" if channels == 1 else "shapes3d"
+def run_config(
+    model: str,
+    images: np.ndarray | GroundTruth,
+    array: np.ndarray,
+    *,
+    dataset: str | None,
+    hparams: Mapping[str, float] | None,
+    latent_dim: int | None,
+    seed: int,
+    batch_size: int,
+) -> dict[str, Any]:
+    """What defines a run (and must match on resume), with every default resolved and checked.
+
+    ``dataset`` defaults to a GroundTruth's name, else to the channels (1 → dsprites, 3 →
+    shapes3d) and selects the default hyperparameters, which ``hparams`` overrides;
+    ``latent_dim`` defaults to the number of factors. ``array`` is ``images`` as a uint8 array.
+    """
+    spec = model_spec(model)
+    channels = int(array.shape[3])
+    if dataset is None:
+        if isinstance(images, GroundTruth) and images.name in DATASET_FACTORS:
+            dataset = images.name
+        else:
+            dataset = "dsprites" if channels == 1 else "shapes3d"
+    hp = hyperparameters(spec.name, dataset, **dict(hparams or {}))
+    if latent_dim is None:
+        latent_dim = (
+            images.num_factors if isinstance(images, GroundTruth) else DATASET_FACTORS[dataset]
+        )
+    return {
+        "model": spec.name,
+        "dataset": dataset,
+        "hparams": hp,
+        "channels": channels,
+        "latent_dim": check_int("latent_dim", latent_dim),
+        "seed": int(seed),
+        "batch_size": check_int("batch_size", batch_size, minimum=2),
+        "num_images": int(array.shape[0]),
+    }
 
 
 # --- optimizers and the single step ----------------------------------------------------------
@@ -315,7 +348,7 @@ class TrainResult:
         return float(self.history["loss"][-1])
 
 
-def _resolve_device(device: str | torch.device) -> torch.device:
+def resolve_device(device: str | torch.device) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
@@ -325,7 +358,8 @@ def _resolve_device(device: str | torch.device) -> torch.device:
     return dev
 
 
-def _check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
+def check_int(name: str, value: Any, minimum: int = 1) -> int:
+    """``value`` as an int, or a clear error if it is not an integer ≥ ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise InvalidArgumentError(f"{name} must be an integer ≥ {minimum}, got {value!r}")
     return int(value)
@@ -416,38 +450,27 @@ def train(
     steps: 1 on the CPU, 50 on a GPU). Raises :class:`TrainingDivergedError` on a NaN/inf loss.
     """
     spec = model_spec(model)
-    steps = _check_positive_int("steps", steps, minimum=0)
-    batch_size = _check_positive_int("batch_size", batch_size, minimum=2)
-    checkpoint_every = _check_positive_int("checkpoint_every", checkpoint_every)
-    seed = int(seed)
+    steps = check_int("steps", steps, minimum=0)
+    checkpoint_every = check_int("checkpoint_every", checkpoint_every)
     array = as_image_array(images)
-    channels = int(array.shape[3])
-    dataset = _dataset_name(images, channels, dataset)
-    hp = hyperparameters(spec.name, dataset, **dict(hparams or {}))
-    if latent_dim is None:
-        if isinstance(images, GroundTruth):
-            latent_dim = images.num_factors
-        elif dataset in DATASET_FACTORS:
-            latent_dim = DATASET_FACTORS[dataset]
-        else:  # pragma: no cover - hyperparameters() rejects unknown datasets first
-            raise InvalidArgumentError("latent_dim is required for this dataset")
-    latent_dim = _check_positive_int("latent_dim", latent_dim)
-    dev = _resolve_device(device)
+    config = run_config(
+        spec.name,
+        images,
+        array,
+        dataset=dataset,
+        hparams=hparams,
+        latent_dim=latent_dim,
+        seed=seed,
+        batch_size=batch_size,
+    )
+    hp, channels, latent_dim = config["hparams"], config["channels"], config["latent_dim"]
+    seed, batch_size = config["seed"], config["batch_size"]
+    dev = resolve_device(device)
     plan = resolve_precision(precision, dev)
     if sync_every is None:
         sync_every = 1 if dev.type == "cpu" else 50
-    sync_every = _check_positive_int("sync_every", sync_every)
+    sync_every = check_int("sync_every", sync_every)
 
-    config = {
-        "model": spec.name,
-        "dataset": dataset,
-        "hparams": hp,
-        "channels": channels,
-        "latent_dim": latent_dim,
-        "seed": seed,
-        "batch_size": batch_size,
-        "num_images": int(array.shape[0]),
-    }
     objective = build_objective(spec.name, hp, channels, latent_dim, seed)
     stream = BatchStream(seed, array.shape[0], batch_size, latent_dim)
     history = _History()
@@ -490,7 +513,7 @@ def train(
         if len(history.columns.get("step", [])) != start_step:
             raise CheckpointError(f"{resumed_from.path}: loss history does not match its step")
 
-    source = _as_source(array)
+    source = as_source(array)
     objective.train()
     last_saved: str | None = str(resumed_from.path) if resumed_from is not None else None
 
@@ -515,7 +538,7 @@ def train(
     thread_times: dict[int, float] = {}
     probe_seconds = 0.0
     if num_threads is not None:
-        threads = _check_positive_int("num_threads", num_threads)
+        threads = check_int("num_threads", num_threads)
     elif dev.type == "cpu" and precision == "auto" and probe is not False:
         stored = resumed_from.state.get("num_threads") if resumed_from is not None else None
         if isinstance(stored, int) and stored >= 1 and not probe:
@@ -634,7 +657,7 @@ def encode(
             f"images have {array.shape[3]} channel(s) but the model expects {vae.channels}"
         )
     model_device = next(vae.parameters()).device
-    dev = model_device if device is None else _resolve_device(device)
+    dev = model_device if device is None else resolve_device(device)
     if precision not in PRECISIONS:
         raise InvalidArgumentError(
             f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}"
@@ -644,11 +667,11 @@ def encode(
         dtype = torch.bfloat16
     if batch_size is None:
         batch_size = 4096 if dev.type == "cuda" else 256
-    batch_size = _check_positive_int("batch_size", batch_size)
+    batch_size = check_int("batch_size", batch_size)
     n, d = array.shape[0], vae.latent_dim
     mu = np.empty((n, d), np.float32)
     logvar = np.empty((n, d), np.float32)
-    source = _as_source(array)
+    source = as_source(array)
     was_training = vae.training
     moved = dev != model_device
     net = vae.to(dev) if moved else vae
@@ -657,7 +680,7 @@ def encode(
 
     previous_threads = torch.get_num_threads()
     if num_threads is not None:
-        torch.set_num_threads(_check_positive_int("num_threads", num_threads))
+        torch.set_num_threads(check_int("num_threads", num_threads))
     try:
         with torch.inference_mode(), network_autocast(net, dev.type, dtype):
             for start in tqdm(range(0, n, batch_size), disable=not progress, desc="encode"):
@@ -677,7 +700,7 @@ def encode(
 
 def load_model(checkpoint_dir: str | os.PathLike, device: str | torch.device = "cpu") -> Objective:
     """The trained :class:`Objective` in ``checkpoint_dir`` (its newest checkpoint), eval mode."""
-    return ckpt.load_model(checkpoint_dir, _resolve_device(device))
+    return ckpt.load_model(checkpoint_dir, resolve_device(device))
 
 
 __all__: Sequence[str] = (
