@@ -1,12 +1,16 @@
 """Disentanglement metrics and the paper's analysis quantities.
 
-On arrays (``codes`` float ``[N, d]``, ``factors`` int ``[N, k]``): MIG, DCI, SAP, modularity and
-explicitness, each reproducing google-research/disentanglement_lib's definition (dlib stores the same
-arrays transposed). On a ground truth and an encoder (any callable ``uint8 images -> (mu, logvar)``):
-the FactorVAE and β-VAE scores, code sampling, active units and the Fig. 4 quantities.
+On arrays (``codes`` float ``[N, d]``, ``factors`` int ``[N, k]``): MIG, DCI, SAP, modularity
+and explicitness, each reproducing google-research/disentanglement_lib's definition (dlib stores
+the same arrays transposed). On a ground truth and an encoder (any callable
+``uint8 images -> (mu, logvar)``): the FactorVAE and β-VAE scores, code sampling, active units
+and the Fig. 4 quantities.
+
+Shared by all of them: ``_checks`` (argument validation), ``_random`` (the one ``random_state``
+rule: ``None`` means seed 0), ``_parallel`` (classifier fits in processes) and ``sampling``
+(encoding grid points in bounded chunks).
 """
 
-from ._checks import split_train_test
 from .active_units import (
     active_units,
     information_level,
@@ -39,6 +43,7 @@ from .modularity import (
 from .perturbation_hook import Perturbation, PerturbedView
 from .sampling import Encoder, encode_grid, encode_indices, sample_codes
 from .sap import sap, sap_from_score_matrix
+from .split import split_train_test
 
 __all__ = [
     "Encoder",

@@ -1,8 +1,9 @@
-"""Input validation shared by the array metrics: one clear error instead of a NaN or a deep traceback.
+"""Input validation shared by every metric: one clear error instead of a NaN or a deep traceback.
 
-Every metric takes ``codes`` float ``[N, d]`` (the representation, usually the encoder mean) and
-``factors`` int ``[N, k]`` (factor indices or values). disentanglement_lib stores both transposed
-(``[d, N]`` and ``[k, N]``); ours are row-per-sample like every other array in this package.
+The array metrics take ``codes`` float ``[N, d]`` (the representation, usually the encoder
+mean) and ``factors`` int ``[N, k]`` (factor indices or values). disentanglement_lib stores both
+transposed (``[d, N]`` and ``[k, N]``); ours are row-per-sample like every other array here.
+The scalar checks (:func:`check_count`, :func:`check_real`) serve the ground-truth metrics too.
 """
 
 from __future__ import annotations
@@ -13,7 +14,56 @@ import numpy as np
 
 from ..errors import InvalidArgumentError
 
-RandomState = int | np.random.RandomState | np.random.Generator | None
+
+def _as_2d(value: object, name: str, axes: str, kind: str) -> np.ndarray:
+    """``value`` as a 2-D array ``[axes]``, or an error naming ``name`` and its shape."""
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgumentError(f"{name} must be {kind} [{axes}]: {exc}") from exc
+    if arr.ndim != 2:
+        raise InvalidArgumentError(
+            f"{name} must be a 2-D array [{axes}] (one row per sample), got shape {arr.shape}"
+        )
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise InvalidArgumentError(
+            f"{name} is empty (shape {arr.shape}); expected [{axes}], both sizes > 0"
+        )
+    return arr
+
+
+def check_finite(
+    arr: np.ndarray,
+    name: str,
+    *,
+    axes: tuple[str, ...] = ("row", "dimension"),
+    error: type[Exception] = InvalidArgumentError,
+) -> None:
+    """Raise ``error`` naming the first NaN/inf of ``arr`` by its ``axes`` labels, if any."""
+    if not np.all(np.isfinite(arr)):
+        first = np.argwhere(~np.isfinite(arr))[0]
+        where = ", ".join(f"{label} {int(i)}" for label, i in zip(axes, first))
+        raise error(f"{name} contains NaN or infinite values (first at {where}); expected finite")
+
+
+def check_count(value: object, name: str, minimum: int = 1) -> int:
+    """``value`` as an int ``>= minimum`` (sizes, counts, bins), or an error naming it."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise InvalidArgumentError(f"{name} must be an int >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise InvalidArgumentError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_real(value: object, name: str, *, minimum: float = 0.0, strict: bool = False) -> float:
+    """``value`` as a finite float ``>= minimum`` (``> minimum`` if ``strict``), or an error."""
+    bound = f"> {minimum}" if strict else f">= {minimum}"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InvalidArgumentError(f"{name} must be a finite number {bound}, got {value!r}")
+    x = float(value)
+    if not np.isfinite(x) or x < minimum or (strict and x == minimum):
+        raise InvalidArgumentError(f"{name} must be a finite number {bound}, got {value!r}")
+    return x
 
 
 def check_codes(codes: object, *, name: str = "codes", min_dims: int = 1) -> np.ndarray:
@@ -23,34 +73,18 @@ def check_codes(codes: object, *, name: str = "codes", min_dims: int = 1) -> np.
     ``np.histogram`` computes its bin edges in the input's precision; upcasting first could move a
     point that sits exactly on a bin edge into the neighbouring bin.
     """
-    try:
-        arr = np.asarray(codes)
-    except (TypeError, ValueError) as exc:
-        raise InvalidArgumentError(f"{name} must be a numeric array [N, d]: {exc}") from exc
-    if arr.ndim != 2:
-        raise InvalidArgumentError(
-            f"{name} must be a 2-D array [N, d] (one row per sample), got shape {arr.shape}"
-        )
+    arr = _as_2d(codes, name, "N, d", "a numeric array")
     if arr.dtype == np.bool_ or not (
         np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
     ):
         raise InvalidArgumentError(f"{name} must be real-valued numbers, got dtype {arr.dtype}")
     if not np.issubdtype(arr.dtype, np.floating):
         arr = arr.astype(np.float64)
-    if arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise InvalidArgumentError(
-            f"{name} is empty (shape {arr.shape}); expected [N, d], N, d > 0"
-        )
     if arr.shape[1] < min_dims:
         raise InvalidArgumentError(
             f"{name} has {arr.shape[1]} code dimension(s); this metric needs at least {min_dims}"
         )
-    if not np.all(np.isfinite(arr)):
-        bad = np.argwhere(~np.isfinite(arr))[0]
-        raise InvalidArgumentError(
-            f"{name} contains NaN or infinite values (first at row {bad[0]}, dimension {bad[1]}); "
-            "the metrics need finite codes"
-        )
+    check_finite(arr, name)
     return arr
 
 
@@ -64,18 +98,7 @@ def check_factors(
     Unless ``allow_constant``, such a factor is an :class:`InvalidArgumentError`: drop it
     before calling, as dlib's own dSprites loader drops the one-valued ``color`` factor.
     """
-    try:
-        arr = np.asarray(factors)
-    except (TypeError, ValueError) as exc:
-        raise InvalidArgumentError(f"{name} must be an integer array [N, k]: {exc}") from exc
-    if arr.ndim != 2:
-        raise InvalidArgumentError(
-            f"{name} must be a 2-D array [N, k] (one row per sample), got shape {arr.shape}"
-        )
-    if arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise InvalidArgumentError(
-            f"{name} is empty (shape {arr.shape}); expected [N, k], N, k > 0"
-        )
+    arr = _as_2d(factors, name, "N, k", "an integer array")
     if arr.shape[1] < min_factors:
         raise InvalidArgumentError(
             f"{name} has {arr.shape[1]} factor(s); this metric needs at least {min_factors}"
@@ -169,57 +192,3 @@ def check_train_test(
             f"factors_train has {ftr.shape[1]} factors but factors_test has {fte.shape[1]}"
         )
     return ctr, ftr, cte, fte
-
-
-def check_n_jobs(n_jobs: object) -> int:
-    """``n_jobs`` is a positive int or -1 (all cores), as in joblib."""
-    if isinstance(n_jobs, bool) or not isinstance(n_jobs, numbers.Integral):
-        raise InvalidArgumentError(f"n_jobs must be an int (>= 1 or -1), got {n_jobs!r}")
-    if n_jobs == 0 or n_jobs < -1:
-        raise InvalidArgumentError(f"n_jobs must be >= 1 or -1 (all cores), got {n_jobs}")
-    return int(n_jobs)
-
-
-def seed_from(random_state: RandomState) -> int:
-    """One int seed for every estimator of a call, so that results do not depend on ``n_jobs``.
-
-    An int is used as is; a ``RandomState``/``Generator`` is drawn from once; ``None`` means 0 (the
-    metrics are deterministic by default: a harness comparing hundreds of models should not see
-    estimator noise between runs).
-    """
-    if random_state is None:
-        return 0
-    if isinstance(random_state, bool):
-        raise InvalidArgumentError("random_state must be an int, RandomState, Generator or None")
-    if isinstance(random_state, numbers.Integral):
-        if not 0 <= int(random_state) < 2**32:
-            raise InvalidArgumentError(f"random_state must be in [0, 2**32), got {random_state}")
-        return int(random_state)
-    if isinstance(random_state, np.random.RandomState):
-        return int(random_state.randint(0, 2**31 - 1))
-    if isinstance(random_state, np.random.Generator):
-        return int(random_state.integers(0, 2**31 - 1))
-    raise InvalidArgumentError(
-        f"random_state must be an int, RandomState, Generator or None, got {type(random_state)}"
-    )
-
-
-def split_train_test(
-    codes: object, factors: object, train_fraction: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Split points into the first ``ceil(N * train_fraction)`` and the rest, as dlib does.
-
-    dlib's ``utils.split_train_test`` keeps order (the points are already i.i.d. samples), so
-    this does too. Both parts must be non-empty.
-    """
-    c, f = check_pair(codes, factors, allow_constant=True)
-    if not isinstance(train_fraction, numbers.Real) or not 0.0 < float(train_fraction) < 1.0:
-        raise InvalidArgumentError(f"train_fraction must be in (0, 1), got {train_fraction!r}")
-    n = c.shape[0]
-    n_train = int(np.ceil(n * float(train_fraction)))
-    if n_train >= n or n_train < 1:
-        raise InvalidArgumentError(
-            f"{n} points are too few for train_fraction={train_fraction}: the split would leave "
-            f"{n_train} training and {n - n_train} test points; both must be at least 1"
-        )
-    return c[:n_train], f[:n_train], c[n_train:], f[n_train:]

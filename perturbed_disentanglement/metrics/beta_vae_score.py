@@ -9,7 +9,7 @@ scikit-learn ``LogisticRegression`` with default settings is fitted on 10,000 su
 scored on 5,000 fresh ones.
 
 The random streams differ from dlib's (numpy ``Generator``); all pairs are drawn first and
-encoded in large chunks, then reduced with a reshape.
+encoded in large chunks (both images of a pair in the same encoder call), then reduced.
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ from sklearn.linear_model import LogisticRegression
 
 from ..errors import InvalidArgumentError
 from ..ground_truth import GroundTruth
-from .sampling import DEFAULT_CHUNK, Encoder, RandomState, as_generator, check_count, encode_indices
+from ._checks import check_count
+from ._random import RandomState, as_generator, seed_from
+from .sampling import DEFAULT_CHUNK, Encoder, encode_batches
 
 
 def paired_batches(
@@ -37,26 +39,26 @@ def paired_batches(
     return labels, first, second
 
 
-def pair_features(mu_first: np.ndarray, mu_second: np.ndarray, batch_size: int) -> np.ndarray:
-    """Mean absolute code difference per batch: ``[n * B, d]`` twice → ``[n, d]``."""
-    diff = np.abs(mu_first - mu_second)
-    return diff.reshape(-1, batch_size, diff.shape[1]).mean(axis=1)
+def pair_features(mu: np.ndarray) -> np.ndarray:
+    """Mean absolute code difference of each batch of pairs: ``[m, 2B, d]`` → ``[m, d]``.
+
+    Rows ``0..B-1`` of a batch are the first images of the pairs, rows ``B..2B-1`` the second.
+    """
+    half = mu.shape[1] // 2
+    return np.abs(mu[:, :half] - mu[:, half:]).mean(axis=1)
 
 
 def _features(
-    gt: GroundTruth, encoder: Encoder, first: np.ndarray, second: np.ndarray, chunk_size: int
+    gt: GroundTruth,
+    encoder: Encoder,
+    first: np.ndarray,
+    second: np.ndarray,
+    chunk_size: int,
+    dim: int | None = None,
 ) -> np.ndarray:
-    """Features ``[n, d]`` of the paired batches, encoding both halves of a chunk together."""
-    n, batch, k = first.shape
-    per_chunk = max(1, chunk_size // (2 * batch))
-    out = []
-    for start in range(0, n, per_chunk):
-        a = first[start : start + per_chunk].reshape(-1, k)
-        b = second[start : start + per_chunk].reshape(-1, k)
-        idx = np.concatenate([gt.index(a), gt.index(b)])
-        mu, _ = encode_indices(gt, encoder, idx, len(idx))
-        out.append(pair_features(mu[: len(a)], mu[len(a) :], batch))
-    return np.concatenate(out, axis=0)
+    """Features ``[n, d]`` of the paired batches, the two halves of each pair encoded together."""
+    pairs = np.concatenate([first, second], axis=1)
+    return encode_batches(gt, encoder, pairs, chunk_size, pair_features, dim=dim)
 
 
 def beta_vae_score(
@@ -74,7 +76,8 @@ def beta_vae_score(
     Args:
         gt: the ground truth (all of its factors are labels; at least 2 factors).
         encoder: ``encode(uint8 [n, H, W, C]) -> (mu, logvar)``; the representation is ``mu``.
-        random_state: int seed or ``np.random.Generator`` (also seeds the classifier).
+        random_state: int seed, ``np.random.Generator``/``RandomState`` or ``None`` (seed 0);
+            also seeds the classifier.
         batch_size: pairs averaged into one feature vector (dlib 64).
         num_train, num_eval: feature vectors to fit and to evaluate the classifier.
         chunk_size: images per encoder call.
@@ -93,21 +96,16 @@ def beta_vae_score(
         )
     rng = as_generator(random_state)
     train_labels, a, b = paired_batches(gt, num_train, batch_size, rng)
-    train_x = _features(gt, encoder, a, b, chunk_size)
     if len(np.unique(train_labels)) < 2:
         raise InvalidArgumentError(
             f"num_train={num_train} drew a single factor as label; use more training points"
         )
-    model = LogisticRegression(random_state=int(rng.integers(0, 2**31 - 1)))
+    train_x = _features(gt, encoder, a, b, chunk_size)
+    model = LogisticRegression(random_state=seed_from(rng))
     model.fit(train_x, train_labels)
     train_accuracy = float(np.mean(model.predict(train_x) == train_labels))
 
     eval_labels, a, b = paired_batches(gt, num_eval, batch_size, rng)
-    eval_x = _features(gt, encoder, a, b, chunk_size)
-    if eval_x.shape[1] != train_x.shape[1]:
-        raise InvalidArgumentError(
-            f"the encoder returned {eval_x.shape[1]} dimensions for the evaluation batches but "
-            f"{train_x.shape[1]} for the training batches"
-        )
+    eval_x = _features(gt, encoder, a, b, chunk_size, dim=train_x.shape[1])
     eval_accuracy = float(np.mean(model.predict(eval_x) == eval_labels))
     return {"train_accuracy": train_accuracy, "eval_accuracy": eval_accuracy}

@@ -17,7 +17,9 @@ import numpy as np
 from sklearn.ensemble import GradientBoostingClassifier
 
 from ..errors import InvalidArgumentError
-from ._checks import RandomState, check_n_jobs, check_train_test, seed_from
+from ._checks import check_train_test
+from ._parallel import run_jobs
+from ._random import RandomState, seed_from
 
 
 def _normalised_entropy(p: np.ndarray, base: int) -> np.ndarray:
@@ -31,6 +33,7 @@ def _normalised_entropy(p: np.ndarray, base: int) -> np.ndarray:
 
 
 def _check_importance(importance_matrix: np.ndarray) -> np.ndarray:
+    """``importance_matrix`` as a finite non-negative float64 ``[d, k]``, d, k >= 2."""
     r = np.asarray(importance_matrix, dtype=np.float64)
     if r.ndim != 2 or r.shape[0] < 2 or r.shape[1] < 2:
         raise InvalidArgumentError(
@@ -43,31 +46,44 @@ def _check_importance(importance_matrix: np.ndarray) -> np.ndarray:
 
 
 def disentanglement_per_code(importance_matrix: np.ndarray) -> np.ndarray:
-    """``1 - H_k(R[i] + 1e-11)`` for each code i: ``[d]`` (1: the code serves one factor)."""
+    """``1 - H_k(R[i] + 1e-11)`` for each code i: ``[d]`` (1: the code serves one factor).
+
+    Eastwood & Williams (ICLR 2018) disentanglement of one code, with dlib's smoothing.
+    """
     r = _check_importance(importance_matrix)
     return 1.0 - _normalised_entropy(r.T + 1e-11, base=r.shape[1])
 
 
 def completeness_per_factor(importance_matrix: np.ndarray) -> np.ndarray:
-    """``1 - H_d(R[:, j] + 1e-11)`` for each factor j: ``[k]`` (1: one code captures it)."""
+    """``1 - H_d(R[:, j] + 1e-11)`` for each factor j: ``[k]`` (1: one code captures it).
+
+    Eastwood & Williams (ICLR 2018) completeness of one factor, with dlib's smoothing.
+    """
     r = _check_importance(importance_matrix)
     return 1.0 - _normalised_entropy(r + 1e-11, base=r.shape[0])
 
 
 def _weights(r: np.ndarray, axis: int) -> np.ndarray:
+    """Each row's (``axis=1``) or column's share of the total importance; uniform if all 0."""
     if r.sum() == 0.0:
         r = np.ones_like(r)
     return r.sum(axis=axis) / r.sum()
 
 
 def disentanglement_from_importance(importance_matrix: np.ndarray) -> float:
-    """Importance-weighted mean of :func:`disentanglement_per_code` (dlib ``disentanglement``)."""
+    """``sum_i rho_i D_i``, ``rho_i = sum_j R_ij / sum R`` (Eastwood & Williams, ICLR 2018).
+
+    The importance-weighted mean of :func:`disentanglement_per_code` (dlib ``disentanglement``).
+    """
     r = _check_importance(importance_matrix)
     return float(np.sum(disentanglement_per_code(r) * _weights(r, axis=1)))
 
 
 def completeness_from_importance(importance_matrix: np.ndarray) -> float:
-    """Importance-weighted mean of :func:`completeness_per_factor` (dlib ``completeness``)."""
+    """``sum_j rho_j C_j``, ``rho_j = sum_i R_ij / sum R`` (Eastwood & Williams, ICLR 2018).
+
+    The importance-weighted mean of :func:`completeness_per_factor` (dlib ``completeness``).
+    """
     r = _check_importance(importance_matrix)
     return float(np.sum(completeness_per_factor(r) * _weights(r, axis=0)))
 
@@ -75,6 +91,7 @@ def completeness_from_importance(importance_matrix: np.ndarray) -> float:
 def _fit_one_factor(
     x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, seed: int
 ) -> tuple[np.ndarray, float, float]:
+    """Importances ``[d]``, train and test accuracy of one factor's gradient-boosted trees."""
     model = GradientBoostingClassifier(random_state=seed)
     model.fit(x_train, y_train)
     importance = np.abs(model.feature_importances_)
@@ -92,7 +109,10 @@ def dci(
     random_state: RandomState = 0,
     n_jobs: int = 1,
 ) -> dict[str, object]:
-    """DCI disentanglement, completeness and informativeness with gradient-boosted trees.
+    """DCI disentanglement, completeness and informativeness (Eastwood & Williams, ICLR 2018).
+
+    R is the ``|feature_importances_|`` of one gradient-boosted tree classifier per factor;
+    see the module docstring for the definitions.
 
     Args:
         codes_train, factors_train: float ``[N_train, d]`` and int ``[N_train, k]`` (dlib:
@@ -115,24 +135,12 @@ def dci(
     ctr, ftr, cte, fte = check_train_test(
         codes_train, factors_train, codes_test, factors_test, min_dims=2, min_factors=2
     )
-    jobs = check_n_jobs(n_jobs)
     seed = seed_from(random_state)
     k = ftr.shape[1]
     args = [(ctr, ftr[:, j], cte, fte[:, j], seed) for j in range(k)]
-    if jobs == 1:
-        results = [_fit_one_factor(*a) for a in args]
-    else:
-        from joblib import Parallel, delayed
-
-        # Cost grows with the number of classes (one tree per class per stage): dispatch the
-        # largest factors first so that no worker is left with a big one at the end.
-        order = sorted(range(k), key=lambda j: -len(np.unique(ftr[:, j])))
-        done = Parallel(n_jobs=min(jobs, k) if jobs > 0 else jobs)(
-            delayed(_fit_one_factor)(*args[j]) for j in order
-        )
-        results = [None] * k
-        for j, r in zip(order, done):
-            results[j] = r
+    # Cost grows with the number of classes (one tree per class per stage).
+    cost = [len(np.unique(ftr[:, j])) for j in range(k)]
+    results = run_jobs(_fit_one_factor, args, n_jobs, cost=cost)
     importance = np.stack([r[0] for r in results], axis=1)
     train_acc = np.array([r[1] for r in results])
     test_acc = np.array([r[2] for r in results])

@@ -80,12 +80,14 @@ class ExpansivenessAccumulator:
         self.count = 0
 
     def add(self, squared_norms: np.ndarray) -> None:
+        """Add the squared norms ``||dx||^2`` of some neighbour pairs (any shape)."""
         sq = np.asarray(squared_norms, dtype=np.float64).reshape(-1)
         self.sum_norm += float(np.sqrt(sq).sum())
         self.sum_squared += float(sq.sum())
         self.count += sq.size
 
     def result(self, delta: float) -> Expansiveness:
+        """The factor's :class:`Expansiveness` for a step ``delta``; NaNs if no pair was added."""
         if not delta > 0:
             raise InvalidArgumentError(f"delta must be a positive step, got {delta}")
         if self.count == 0:

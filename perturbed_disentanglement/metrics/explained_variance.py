@@ -81,6 +81,7 @@ class ConditionalSums:
         self.counts += np.bincount(groups, minlength=len(self.counts))
 
     def explained_variance(self) -> float:
+        """``sum_pixels Var_v E[x | v]`` of what was added (:func:`between_group_variance`)."""
         return between_group_variance(self.sums, self.counts)
 
 

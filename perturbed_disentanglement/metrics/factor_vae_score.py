@@ -30,15 +30,9 @@ import numpy as np
 
 from ..errors import InvalidArgumentError
 from ..ground_truth import GroundTruth
-from .sampling import (
-    DEFAULT_CHUNK,
-    Encoder,
-    RandomState,
-    as_generator,
-    check_count,
-    encode_indices,
-    iter_encoded,
-)
+from ._checks import check_count, check_real
+from ._random import RandomState, as_generator
+from .sampling import DEFAULT_CHUNK, Encoder, encode_batches, sample_codes
 
 
 def fixed_factor_batches(
@@ -90,17 +84,9 @@ def majority_vote_accuracy(votes: np.ndarray, classifier: np.ndarray) -> float:
     return float(votes[classifier, np.arange(votes.shape[1])].sum() / total)
 
 
-def _batch_variances(
-    gt: GroundTruth, encoder: Encoder, rows: np.ndarray, chunk_size: int
-) -> np.ndarray:
-    """Variance (ddof=1) of ``mu`` within each batch of factor rows ``[n, B, k]`` → ``[n, d]``."""
-    n, batch, _ = rows.shape
-    per_chunk = max(1, chunk_size // batch)
-    indices = gt.index(rows.reshape(-1, rows.shape[2]))
-    out = []
-    for mu, _ in iter_encoded(gt, encoder, indices, per_chunk * batch):
-        out.append(mu.reshape(-1, batch, mu.shape[1]).var(axis=1, ddof=1))
-    return np.concatenate(out, axis=0)
+def batch_variances(mu: np.ndarray) -> np.ndarray:
+    """Variance (ddof=1) of each code dimension within each batch: ``[m, B, d]`` → ``[m, d]``."""
+    return mu.var(axis=1, ddof=1)
 
 
 def factor_vae_score(
@@ -120,7 +106,7 @@ def factor_vae_score(
     Args:
         gt: the ground truth (all of its factors are scored).
         encoder: ``encode(uint8 [n, H, W, C]) -> (mu, logvar)``; the representation is ``mu``.
-        random_state: int seed or ``np.random.Generator``.
+        random_state: int seed, ``np.random.Generator``/``RandomState`` or ``None`` (seed 0).
         batch_size: points per vote (dlib 64, at least 2 for a variance).
         num_train, num_eval: votes used to fit and to evaluate the majority-vote classifier.
         num_variance_estimate: points for the global variances (at least 2).
@@ -136,12 +122,10 @@ def factor_vae_score(
     num_eval = check_count(num_eval, "num_eval")
     num_variance_estimate = check_count(num_variance_estimate, "num_variance_estimate", 2)
     chunk_size = check_count(chunk_size, "chunk_size")
-    if not np.isfinite(prune_threshold) or prune_threshold < 0:
-        raise InvalidArgumentError(f"prune_threshold must be >= 0, got {prune_threshold}")
+    prune_threshold = check_real(prune_threshold, "prune_threshold")
     rng = as_generator(random_state)
 
-    sample = gt.sample_factors(num_variance_estimate, rng)
-    mu, _ = encode_indices(gt, encoder, gt.index(sample), chunk_size)
+    mu, _ = sample_codes(gt, encoder, num_variance_estimate, rng, chunk_size)
     global_variances = mu.var(axis=0, ddof=1)
     active = active_dimensions(global_variances, prune_threshold)
     if not active.any():
@@ -150,14 +134,9 @@ def factor_vae_score(
     k = gt.num_factors
     fixed_train, rows_train = fixed_factor_batches(gt, num_train, batch_size, rng)
     fixed_eval, rows_eval = fixed_factor_batches(gt, num_eval, batch_size, rng)
-    local_train = _batch_variances(gt, encoder, rows_train, chunk_size)
-    local_eval = _batch_variances(gt, encoder, rows_eval, chunk_size)
-    for local in (local_train, local_eval):
-        if local.shape[1] != len(global_variances):
-            raise InvalidArgumentError(
-                f"the encoder returned {local.shape[1]} dimensions for the vote batches but "
-                f"{len(global_variances)} for the variance estimate"
-            )
+    d = len(global_variances)
+    local_train = encode_batches(gt, encoder, rows_train, chunk_size, batch_variances, dim=d)
+    local_eval = encode_batches(gt, encoder, rows_eval, chunk_size, batch_variances, dim=d)
     train_votes = votes_from_variances(local_train, global_variances, active, fixed_train, k)
     eval_votes = votes_from_variances(local_eval, global_variances, active, fixed_eval, k)
     classifier = np.argmax(train_votes, axis=0)

@@ -32,6 +32,7 @@ import numpy as np
 
 from ..errors import InvalidArgumentError
 from ..ground_truth import GroundTruth
+from ._checks import check_count, check_real
 from .expansiveness import (
     Expansiveness,
     ExpansivenessAccumulator,
@@ -41,8 +42,13 @@ from .expansiveness import (
 )
 from .explained_variance import ConditionalSums, PixelMoments, s_groups
 from .grid_scan import iter_contiguous, iter_lines
-from .perturbation_hook import Perturbation, PerturbedView, apply_perturbation, check_s_values
-from .sampling import check_count
+from .perturbation_hook import (
+    Perturbation,
+    PerturbedView,
+    apply_perturbation,
+    check_perturbation,
+    check_s_values,
+)
 
 #: The name ``s`` is reported under.
 S_NAME = "s"
@@ -101,6 +107,11 @@ def fig4_quantities(
 ) -> Fig4Quantities:
     """Local expansiveness and explained global variance of each factor (and ``s``).
 
+    The quantities of Fig. 4a/4b of "Clearing the path for truly semantic representation
+    learning": ``alpha = E||x(w + e_j) - x(w)|| / delta`` and
+    ``sum_pixels Var_{w_j} E[x | w_j]`` (definitions in :mod:`.expansiveness` and
+    :mod:`.explained_variance`), computed exactly on the whole grid.
+
     Args:
         gt: the original ground truth.
         perturb: optional ``perturb(images, indices, s) -> images`` applied to every image.
@@ -118,17 +129,12 @@ def fig4_quantities(
     axes = _selected(gt, factor_names)
     num_bins = check_count(num_bins, "num_bins", 2)
     chunk_images = check_count(chunk_images, "chunk_images")
-    if perturb is not None and not callable(perturb):
-        raise InvalidArgumentError(f"perturb must be callable, got {type(perturb).__name__}")
+    if perturb is not None:
+        check_perturbation(perturb)
     s = None if s_values is None else check_s_values(s_values, len(gt))
     if s_delta is None:
         s_delta = default_s_delta(gt) if s is not None else 1.0
-    if (
-        isinstance(s_delta, bool)
-        or not isinstance(s_delta, int | float | np.floating)
-        or not 0 < s_delta < np.inf
-    ):
-        raise InvalidArgumentError(f"s_delta must be a positive step in s, got {s_delta!r}")
+    s_delta = check_real(s_delta, "s_delta", strict=True)
     source = gt if perturb is None else PerturbedView(gt, perturb, s)
     sizes = gt.factor_sizes
     pixels = int(np.prod(gt.image_shape))

@@ -21,14 +21,18 @@ def mig_from_mutual_information(
 ) -> np.ndarray:
     """Per-factor gap ``(top1 - top2) / H`` from an MI matrix ``[d, k]`` and entropies ``[k]``.
 
-    Entropies must be positive (the caller excludes one-valued factors).
+    MIG per factor (Chen et al., NeurIPS 2018). Entropies must be positive (the caller excludes
+    one-valued factors).
     """
     ordered = np.sort(mutual_information, axis=0)
     return (ordered[-1] - ordered[-2]) / factor_entropy
 
 
 def mig(codes: np.ndarray, factors: np.ndarray, *, num_bins: int = 20) -> dict[str, object]:
-    """Mutual Information Gap of a representation (dlib's ``discrete_mig``).
+    """Mutual Information Gap (Chen et al., NeurIPS 2018), as dlib's ``discrete_mig``.
+
+    ``MIG = mean_k (I(z_a; v_k) - I(z_b; v_k)) / H(v_k)``, z_a, z_b the two codes most
+    informative about v_k, on histogram-discretised codes.
 
     Args:
         codes: float ``[N, d]``, the representation (encoder mean), ``d >= 2``; dlib uses

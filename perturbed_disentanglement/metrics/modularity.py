@@ -21,12 +21,17 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 from ..errors import InvalidArgumentError
-from ._checks import RandomState, check_train_test, seed_from
+from ._checks import check_train_test
+from ._random import RandomState, seed_from
 from .discretize import histogram_discretize, mutual_information_matrix
 
 
 def modularity_per_code(mutual_information: np.ndarray) -> np.ndarray:
-    """Modularity of each code from an MI matrix ``[d, k]`` (k >= 2): ``[d]``, 0 for a silent code."""
+    """Modularity of each code from an MI matrix ``[d, k]`` (k >= 2): ``[d]``, 0 for a silent code.
+
+    ``1 - sum_{j != argmax} m_ij^2 / (theta_i^2 (k - 1))``, ``theta_i = max_j m_ij`` (Ridgeway &
+    Mozer, NeurIPS 2018).
+    """
     m = np.asarray(mutual_information, dtype=np.float64)
     if m.ndim != 2 or m.shape[1] < 2:
         raise InvalidArgumentError(
@@ -44,7 +49,7 @@ def modularity_per_code(mutual_information: np.ndarray) -> np.ndarray:
 
 
 def modularity_from_mutual_information(mutual_information: np.ndarray) -> float:
-    """Mean of :func:`modularity_per_code` (dlib ``modularity``)."""
+    """Mean over codes of :func:`modularity_per_code` (Ridgeway & Mozer, NeurIPS 2018; dlib)."""
     return float(np.mean(modularity_per_code(mutual_information)))
 
 
@@ -68,6 +73,7 @@ def _standardise(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.nd
 def _explicitness_one_factor(
     x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, seed: int
 ) -> tuple[float, float]:
+    """Train and test macro one-vs-rest ROC-AUC of one factor's logistic regression."""
     clf = LogisticRegression(random_state=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -90,7 +96,10 @@ def modularity_explicitness(
     num_bins: int = 20,
     random_state: RandomState = 0,
 ) -> dict[str, object]:
-    """Modularity (from discretised MI on the training set) and explicitness (train and test AUC).
+    """Modularity and explicitness (Ridgeway & Mozer, NeurIPS 2018), as dlib computes them.
+
+    Modularity from the discretised MI of the training set; explicitness is the mean over
+    factors of a logistic regression's macro one-vs-rest ROC-AUC (train and test).
 
     Args:
         codes_train, factors_train: float ``[N_train, d]``, int ``[N_train, k]``, k >= 2.

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import DataFormatError, InvalidArgumentError
 from ..ground_truth import GroundTruth
+from ._checks import check_finite
 
 Perturbation = Callable[[np.ndarray, np.ndarray, "np.ndarray | None"], np.ndarray]
 
@@ -36,12 +37,15 @@ def check_s_values(s_values: object, size: int) -> np.ndarray:
         raise InvalidArgumentError(
             f"s_values must have one value per grid point, shape [{size}], got {list(arr.shape)}"
         )
-    if not np.all(np.isfinite(arr)):
-        raise InvalidArgumentError(
-            f"s_values contains NaN or infinite values (first at grid index "
-            f"{int(np.flatnonzero(~np.isfinite(arr))[0])})"
-        )
+    check_finite(arr, "s_values", axes=("grid index",))
     return arr
+
+
+def check_perturbation(perturb: object) -> Perturbation:
+    """``perturb`` if it is callable, else an :class:`InvalidArgumentError`."""
+    if not callable(perturb):
+        raise InvalidArgumentError(f"perturb must be callable, got {type(perturb).__name__}")
+    return perturb
 
 
 def apply_perturbation(
@@ -70,10 +74,8 @@ class PerturbedView(GroundTruth):
     def __init__(
         self, gt: GroundTruth, perturb: Perturbation, s_values: np.ndarray | None = None
     ) -> None:
-        if not callable(perturb):
-            raise InvalidArgumentError(f"perturb must be callable, got {type(perturb).__name__}")
         self.base = gt
-        self.perturb = perturb
+        self.perturb = check_perturbation(perturb)
         self.s_values = None if s_values is None else check_s_values(s_values, len(gt))
         self.name = gt.name
         self.factor_specs = gt.factor_specs

@@ -11,7 +11,6 @@ seed only, never on the chunk size used to encode.
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -19,45 +18,13 @@ from tqdm.auto import tqdm
 
 from ..errors import DataFormatError, InvalidArgumentError
 from ..ground_truth import GroundTruth
+from ._checks import check_count, check_finite
+from ._random import RandomState, as_generator
 
 Encoder = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
-RandomState = int | np.random.Generator | np.random.RandomState | None
 
 #: Default number of images per encoder call (bounded memory, large enough for a GPU).
 DEFAULT_CHUNK = 4096
-
-
-def as_generator(random_state: RandomState) -> np.random.Generator:
-    """A ``np.random.Generator`` from an int seed, a Generator (used as is) or ``None`` (seed 0).
-
-    ``None`` means seed 0 rather than OS entropy: a harness scoring hundreds of models should get
-    the same numbers when it is rerun. A legacy ``RandomState`` is drawn from once for a seed.
-    """
-    if isinstance(random_state, np.random.Generator):
-        return random_state
-    if random_state is None:
-        return np.random.default_rng(0)
-    if isinstance(random_state, np.random.RandomState):
-        return np.random.default_rng(int(random_state.randint(0, 2**31 - 1)))
-    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
-        if random_state < 0:
-            raise InvalidArgumentError(
-                f"random_state must be a non-negative int, got {random_state}"
-            )
-        return np.random.default_rng(int(random_state))
-    raise InvalidArgumentError(
-        f"random_state must be an int, a numpy Generator or RandomState, or None; "
-        f"got {type(random_state).__name__}"
-    )
-
-
-def check_count(value: object, name: str, minimum: int = 1) -> int:
-    """``value`` as an int ``>= minimum``, or an :class:`InvalidArgumentError` naming it."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise InvalidArgumentError(f"{name} must be an int >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise InvalidArgumentError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
 
 
 def encode_images(encoder: Encoder, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -85,12 +52,12 @@ def encode_images(encoder: Encoder, images: np.ndarray) -> tuple[np.ndarray, np.
                 f"encoder output {name} must have shape [{n}, d] with d >= 1 for {n} images, "
                 f"got {list(arr.shape)}"
             )
-        if not np.all(np.isfinite(arr)):
-            row, col = np.argwhere(~np.isfinite(arr))[0]
-            raise DataFormatError(
-                f"encoder output {name} contains NaN or infinite values "
-                f"(first at image {row} of the chunk, dimension {col})"
-            )
+        check_finite(
+            arr,
+            f"encoder output {name}",
+            axes=("image of the chunk", "dimension"),
+            error=DataFormatError,
+        )
         arrays.append(arr)
     mu, logvar = arrays
     if mu.shape != logvar.shape:
@@ -100,38 +67,32 @@ def encode_images(encoder: Encoder, images: np.ndarray) -> tuple[np.ndarray, np.
     return mu, logvar
 
 
-def iter_encoded(
+def _encoded_chunks(
     gt: GroundTruth,
     encoder: Encoder,
-    indices: np.ndarray,
-    chunk_size: int = DEFAULT_CHUNK,
-    *,
-    progress: bool = False,
-    desc: str = "encoding",
+    idx: np.ndarray,
+    chunk_size: int,
+    dim: int | None = None,
+    bar: tqdm | None = None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yield ``(mu, logvar)`` for consecutive chunks of the grid points ``indices`` (1-D).
+    """Yield ``(mu, logvar)`` for consecutive chunks of the checked grid indices ``idx``.
 
-    The code dimension is checked to stay the same from chunk to chunk.
+    The code dimension is checked to stay the same from chunk to chunk, and to equal ``dim``
+    (the dimension of an earlier call) when given.
     """
-    idx = gt.check_indices(indices)
-    chunk_size = check_count(chunk_size, "chunk_size")
-    dim: int | None = None
-    bar = tqdm(total=len(idx), desc=desc, unit="img", disable=not progress)
-    try:
-        for start in range(0, len(idx), chunk_size):
-            part = idx[start : start + chunk_size]
-            mu, logvar = encode_images(encoder, gt.images(part))
-            if dim is None:
-                dim = mu.shape[1]
-            elif mu.shape[1] != dim:
-                raise DataFormatError(
-                    f"the encoder returned {mu.shape[1]} dimensions for one chunk and {dim} "
-                    "for an earlier one; the code dimension must be fixed"
-                )
+    for start in range(0, len(idx), chunk_size):
+        part = idx[start : start + chunk_size]
+        mu, logvar = encode_images(encoder, gt.images(part))
+        if dim is None:
+            dim = mu.shape[1]
+        elif mu.shape[1] != dim:
+            raise DataFormatError(
+                f"the encoder returned {mu.shape[1]} dimensions for one chunk and {dim} "
+                "for an earlier one; the code dimension must be fixed"
+            )
+        if bar is not None:
             bar.update(len(part))
-            yield mu, logvar
-    finally:
-        bar.close()
+        yield mu, logvar
 
 
 def encode_indices(
@@ -143,15 +104,48 @@ def encode_indices(
     progress: bool = False,
     desc: str = "encoding",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(mu, logvar)`` float64 ``[n, d]`` of the grid points ``indices``, encoded in chunks."""
+    """``(mu, logvar)`` float64 ``[n, d]`` of the grid points ``indices``, encoded in chunks.
+
+    The encoder-side step of disentanglement_lib's metrics (Locatello et al., "Challenging Common
+    Assumptions in the Unsupervised Learning of Disentangled Representations", ICML 2019), with
+    at most ``chunk_size`` images per encoder call; ``progress`` shows a tqdm bar.
+    """
     idx = gt.check_indices(indices)
     if len(idx) == 0:
         raise InvalidArgumentError("no indices to encode; expected at least one grid point")
-    parts = list(iter_encoded(gt, encoder, idx, chunk_size, progress=progress, desc=desc))
+    chunk_size = check_count(chunk_size, "chunk_size")
+    with tqdm(total=len(idx), desc=desc, unit="img", disable=not progress) as bar:
+        parts = list(_encoded_chunks(gt, encoder, idx, chunk_size, bar=bar))
     return (
         np.concatenate([p[0] for p in parts], axis=0),
         np.concatenate([p[1] for p in parts], axis=0),
     )
+
+
+def encode_batches(
+    gt: GroundTruth,
+    encoder: Encoder,
+    rows: np.ndarray,
+    chunk_size: int,
+    reduce: Callable[[np.ndarray], np.ndarray],
+    *,
+    dim: int | None = None,
+) -> np.ndarray:
+    """Encode batches of factor rows ``[n, B, k]`` and reduce each batch: ``[n, ...]``.
+
+    Whole batches are encoded together, ``max(1, chunk_size // B)`` per encoder call, and
+    ``reduce`` maps the codes ``mu [m, B, d]`` of ``m`` batches to one result per batch. Only the
+    reduced results are kept, so memory stays at one chunk of codes. ``dim``: the code dimension
+    an earlier call returned, which every chunk must match.
+    """
+    n, batch, k = rows.shape
+    idx = gt.index(rows.reshape(n * batch, k))
+    per_call = max(1, chunk_size // batch) * batch
+    out = [
+        reduce(mu.reshape(-1, batch, mu.shape[1]))
+        for mu, _ in _encoded_chunks(gt, encoder, idx, per_call, dim)
+    ]
+    return np.concatenate(out, axis=0)
 
 
 def sample_codes(
@@ -163,9 +157,10 @@ def sample_codes(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Codes and factors of ``num_points`` uniformly random grid points.
 
-    Same semantics as disentanglement_lib's ``utils.generate_batch_factor_code``: every factor is
-    drawn uniformly and independently (with replacement), the representation is the encoder mean.
-    dlib returns both arrays transposed; here they are row-per-sample.
+    Same semantics as disentanglement_lib's ``utils.generate_batch_factor_code`` (Locatello et
+    al., ICML 2019): every factor is drawn uniformly and independently (with replacement), the
+    representation is the encoder mean. dlib returns both arrays transposed; here they are
+    row-per-sample.
 
     Returns:
         ``(codes, factors)``: float64 ``mu`` ``[num_points, d]`` and int64 factor indices
@@ -188,7 +183,8 @@ def encode_grid(
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(mu, logvar)`` float64 ``[len(gt), d]`` for every grid point, in grid order.
 
-    Needed wherever a statistic runs over the whole dataset (the perturbation's ``s`` and its
+    Needed wherever a statistic of the paper ("Clearing the path for truly semantic
+    representation learning") runs over the whole dataset (the perturbation's ``s`` and its
     ``argmin_k mean sigma^2_k``, active units). Encodes ``batch_size`` images at a time behind a
     tqdm bar; ``progress=False`` silences it.
     """

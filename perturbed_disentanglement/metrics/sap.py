@@ -1,4 +1,4 @@
-"""Separated Attribute Predictability (SAP), as computed by disentanglement_lib for discrete factors.
+"""Separated Attribute Predictability (SAP) for discrete factors, as in disentanglement_lib.
 
 Kumar, Sattigeri, Balakrishnan, "Variational Inference of Disentangled Latent Concepts from
 Unlabeled Observations", ICLR 2018, §3. Score matrix S ``[d, k]``: S_ij is the test accuracy of a
@@ -16,11 +16,16 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.svm import LinearSVC
 
-from ._checks import RandomState, check_n_jobs, check_train_test, seed_from
+from ._checks import check_train_test
+from ._parallel import run_jobs
+from ._random import RandomState, seed_from
 
 
 def sap_from_score_matrix(score_matrix: np.ndarray) -> np.ndarray:
-    """Per-factor gap between the best and second-best code: ``[k]`` (dlib ``avg_diff_top_two``)."""
+    """Per-factor gap between the best and second-best code: ``[k]`` (dlib ``avg_diff_top_two``).
+
+    ``S_(1)j - S_(2)j`` of the score matrix column j (Kumar et al., ICLR 2018).
+    """
     ordered = np.sort(score_matrix, axis=0)
     return ordered[-1] - ordered[-2]
 
@@ -51,7 +56,10 @@ def sap(
     random_state: RandomState = 0,
     n_jobs: int = 1,
 ) -> dict[str, object]:
-    """SAP score with per-(code, factor) linear SVMs (dlib's discrete-factor path).
+    """SAP score (Kumar et al., ICLR 2018) with per-(code, factor) linear SVMs.
+
+    The mean over factors of :func:`sap_from_score_matrix` on the test accuracies, dlib's
+    discrete-factor path.
 
     Args:
         codes_train, factors_train: float ``[N_train, d]`` (d >= 2), int ``[N_train, k]``.
@@ -69,18 +77,9 @@ def sap(
     ctr, ftr, cte, fte = check_train_test(
         codes_train, factors_train, codes_test, factors_test, min_dims=2
     )
-    jobs = check_n_jobs(n_jobs)
     seed = seed_from(random_state)
     d = ctr.shape[1]
     args = [(ctr[:, i], ftr, cte[:, i], fte, seed) for i in range(d)]
-    if jobs == 1:
-        rows = [_score_one_code(*a) for a in args]
-    else:
-        from joblib import Parallel, delayed
-
-        rows = Parallel(n_jobs=min(jobs, d) if jobs > 0 else jobs)(
-            delayed(_score_one_code)(*a) for a in args
-        )
-    score = np.stack(rows, axis=0)
+    score = np.stack(run_jobs(_score_one_code, args, n_jobs), axis=0)
     per_factor = sap_from_score_matrix(score)
     return {"sap": float(np.mean(per_factor)), "sap_per_factor": per_factor, "score_matrix": score}
