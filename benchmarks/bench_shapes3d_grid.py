@@ -75,6 +75,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--floor-hues", type=int, default=10, choices=range(1, 11), metavar="K")
     ap.add_argument("--workdir", default=None, help="where the temporary npz goes")
     args = ap.parse_args(argv)
+    if args.workdir is not None:
+        os.makedirs(args.workdir, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         npz = os.path.join(tmp, "shapes3d_grid.npz")
         t = time.perf_counter()
