@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import h5py
@@ -533,10 +534,15 @@ class ProceduralShapes3D(GroundTruth):
         with self._lock:
             todo = todo[~self._done[todo]]
             sc, sh, orient = np.unravel_index(todo, FACTOR_SIZES[3:])
-            for k in np.unique(orient):  # one room pass per azimuth
+
+            def render_azimuth(k: int) -> None:  # one room pass per azimuth
                 room = _room_pass(float(ORIENTATIONS[k]), self.scene)
                 for v, a, b in zip(todo[orient == k], sc[orient == k], sh[orient == k]):
                     self._store(int(v), _object_pass(room, int(b), float(SCALES[a]), self.scene))
+
+            # views are independent and numpy releases the GIL: render azimuths in parallel
+            with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+                list(pool.map(render_azimuth, np.unique(orient)))
 
     def _store(self, v: int, view: View) -> None:
         fl, wa, ob, k = view.floor, view.wall, view.obj, view.const
@@ -640,7 +646,9 @@ class ProceduralShapes3D(GroundTruth):
         hue_w = np.tile(np.repeat(np.arange(nh), nh), nf)
         hue_o = np.tile(np.arange(nh), nf * nh)
         rgb_f, rgb_w, rgb_o = HUE_RGB[hue_f], HUE_RGB[hue_w], HUE_RGB[hue_o]
-        for j, v in enumerate(vs):
+
+        def colour(j: int) -> None:
+            v = vs[j]
             la, lb, lc = self._layers[v]
             ab = (la[fh][:, None] + lb[None, :]).reshape(nf * nh, 1, npix * 3)
             np.add(ab, lc[None], out=out[:, j].reshape(nf * nh, nh, npix * 3))
@@ -655,6 +663,10 @@ class ProceduralShapes3D(GroundTruth):
                     rgb_w,
                     rgb_o,
                 )
+
+        # numpy releases the GIL in these ufuncs: views fill disjoint columns of ``out`` in parallel
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            list(pool.map(colour, range(vs.size)))
         return out.reshape(nf * nh * nh, vs.size, *IMAGE_SHAPE)
 
 
