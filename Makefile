@@ -1,5 +1,5 @@
 # Two commands do all the setup on a fresh clone:
-#   make preview   render procedural dSprites and write out/preview.png (the main job for now)
+#   make preview   render the procedural dSprites grid and write out/preview.png (the main job for now)
 #   make test      run the whole test suite
 # Both create .venv on first use. torch==2.13.0 is pinned here because a CPU build of it is
 # available offline on our machines; any torch>=2.3 works for users (see pyproject.toml).
@@ -8,7 +8,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
 
-.PHONY: venv preview test lint bench clean
+.PHONY: venv preview test lint clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 preview: venv
-	$(PY) -m generation.preview --dataset dsprites --out out/preview.png
+	$(PY) -m generation.preview --dataset dsprites --all --out out/preview.png
 
 test: venv
 	$(PY) -m pytest -n 2 -q
@@ -28,9 +28,6 @@ test: venv
 lint: venv
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-
-bench: venv
-	$(PY) benchmarks/run_all.py
 
 clean:
 	rm -rf $(VENV) out
