@@ -511,7 +511,7 @@ def train_stacked(
                 data_time += time.perf_counter() - t_data
                 terms = stack(x, noise, perms, hparams)
                 vae_opt.zero_grad(set_to_none=True)
-                terms["loss"].sum().backward(inputs=vae_params)
+                terms["loss"].sum().backward(inputs=vae_params, retain_graph=bool(disc_params))
                 if disc_opt is not None:
                     disc_opt.zero_grad(set_to_none=True)
                     terms["discriminator_loss"].sum().backward(inputs=disc_params)

@@ -258,8 +258,10 @@ def training_step(
         optimizers.discriminator.zero_grad(set_to_none=True)
     with network_autocast(objective, device.type, autocast_dtype):
         terms = objective(x, noise, permutations)
-    terms["loss"].backward(inputs=objective.vae_parameters())
-    if optimizers.discriminator is not None:
+    has_disc = optimizers.discriminator is not None
+    # FactorVAE's two losses share the discriminator pass: keep the graph for the second backward
+    terms["loss"].backward(inputs=objective.vae_parameters(), retain_graph=has_disc)
+    if has_disc:
         terms["discriminator_loss"].backward(inputs=objective.discriminator_parameters())
     optimizers.vae.step()
     if optimizers.discriminator is not None:

@@ -121,7 +121,9 @@ class Objective(nn.Module):
     ``x`` is float ``[B, C, 64, 64]`` in [0, 1]; ``noise`` ``[B, d]`` standard normal (unused by the
     AE); ``permutations`` ``[d, B]`` long (FactorVAE only; others ignore it). The result maps term
     names to scalars: ``loss`` is what the VAE minimises, ``discriminator_loss`` (FactorVAE) what
-    its discriminator minimises; both come from the same forward pass, as in dlib.
+    its discriminator minimises; both come from the same forward pass, as in dlib, so the caller
+    must route each loss's gradient to its own parameters (``backward(inputs=...)``, keeping the
+    graph after the first).
     """
 
     def __init__(
@@ -174,14 +176,16 @@ class Objective(nn.Module):
         elif name == "factor_vae":
             if permutations is None:
                 raise InvalidArgumentError("factor_vae needs permutations [d, B] for the shuffle")
-            tc = losses.factorvae_tc(self.discriminator(z))
+            # one discriminator pass over [z; shuffled z]: the real half serves both the VAE's TC
+            # term and the discriminator's loss (training routes each loss's gradient to its own
+            # parameters); the shuffled codes are detached, as the VAE is not trained through them
+            z_shuffled = losses.shuffle_codes(z.detach(), permutations)
+            logits = self.discriminator(torch.cat([z, z_shuffled]))
+            logits_real, logits_shuffled = logits[: z.shape[0]], logits[z.shape[0] :]
+            tc = losses.factorvae_tc(logits_real)
             terms["tc"] = tc
             regularizer = kl + hp["gamma"] * tc
-            z_detached = z.detach()
-            z_shuffled = losses.shuffle_codes(z_detached, permutations)
-            terms["discriminator_loss"] = losses.discriminator_loss(
-                self.discriminator(z_detached), self.discriminator(z_shuffled)
-            )
+            terms["discriminator_loss"] = losses.discriminator_loss(logits_real, logits_shuffled)
         else:  # pragma: no cover - MODELS and this switch are kept in step
             raise AssertionError(name)
         terms["loss"] = recon + regularizer
