@@ -103,7 +103,14 @@ class GroundTruth(abc.ABC):
 
     def index(self, factors: np.ndarray | Sequence[Sequence[int]]) -> np.ndarray:
         """Grid indices (int64 ``[n]``) of the factor-index rows ``factors`` (``[n, k]``)."""
-        arr = np.asarray(factors)
+        try:
+            arr = np.asarray(factors)
+        except ValueError:  # ragged rows
+            arr = None
+        if arr is None or arr.dtype == object:
+            raise InvalidArgumentError(
+                f"{self.name}: factors must be a rectangular [n, {self.num_factors}] integer array"
+            )
         if arr.ndim == 1:
             arr = arr[None, :]
         if arr.ndim != 2 or arr.shape[1] != self.num_factors:

@@ -2,7 +2,8 @@
 
 Layer by layer as in disentanglement_lib's ``architectures.py`` (``conv_encoder``, ``deconv_decoder``,
 ``fc_discriminator``). TensorFlow's "same" padding at stride 2 is padding 1 for kernel 4 and 0 for
-kernel 2 on 64×64 inputs, so the shapes (and the arithmetic) match exactly.
+kernel 2 on 64×64 inputs, so the shapes (and the arithmetic) match exactly. Weights start as TF1's
+layers start them (Glorot-uniform kernels, zero biases), not with PyTorch's defaults.
 """
 
 from __future__ import annotations
@@ -13,6 +14,18 @@ from torch import nn
 from .errors import InvalidArgumentError
 
 IMAGE_SIZE = 64
+
+
+def init_like_tensorflow(module: nn.Module) -> None:
+    """Glorot-uniform weights and zero biases for every dense and (transposed) conv layer.
+
+    These are the defaults of the TF1 layers disentanglement_lib builds on. Glorot's bound
+    depends on fan_in + fan_out only, so PyTorch's transposed-conv weight layout gives the same.
+    """
+    for layer in module.modules():
+        if isinstance(layer, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.xavier_uniform_(layer.weight)
+            nn.init.zeros_(layer.bias)
 
 
 class Encoder(nn.Module):
@@ -79,6 +92,7 @@ class VAE(nn.Module):
         self.latent_dim = latent_dim
         self.encoder = Encoder(channels, latent_dim)
         self.decoder = Decoder(channels, latent_dim)
+        init_like_tensorflow(self)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """μ and log σ² of q(z|x) for float images ``[B, C, 64, 64]`` in [0, 1]."""
@@ -101,6 +115,7 @@ class Discriminator(nn.Module):
             width = hidden
         layers.append(nn.Linear(width, 2))
         self.net = nn.Sequential(*layers)
+        init_like_tensorflow(self)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z)

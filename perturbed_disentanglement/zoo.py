@@ -94,6 +94,17 @@ def model_spec(name: str) -> ModelSpec:
     return MODELS[key]
 
 
+def check_weight(model: str, key: str, value: object) -> float:
+    """A loss weight as a float, or a clear error unless it is a finite number ≥ 0."""
+    try:
+        weight = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise InvalidArgumentError(f"{model}: {key} must be a number, got {value!r}") from None
+    if not 0 <= weight < float("inf"):
+        raise InvalidArgumentError(f"{model}: {key} must be finite and ≥ 0, got {value!r}")
+    return weight
+
+
 def hyperparameters(model: str, dataset: str = "dsprites", **overrides: float) -> dict[str, float]:
     """The default hyperparameters of ``model`` for ``dataset``, with ``overrides`` checked."""
     spec = model_spec(model)
@@ -108,9 +119,7 @@ def hyperparameters(model: str, dataset: str = "dsprites", **overrides: float) -
             raise InvalidArgumentError(
                 f"{spec.name} has no hyperparameter {key!r}; its hyperparameters: {known}"
             )
-        value = float(value)
-        if not value >= 0 or value == float("inf"):
-            raise InvalidArgumentError(f"{spec.name}: {key} must be finite and ≥ 0, got {value}")
+        value = check_weight(spec.name, key, value)
         hp[key] = value
     return hp
 
@@ -136,10 +145,7 @@ class Objective(nn.Module):
             raise InvalidArgumentError(
                 f"{self.spec.name} takes hyperparameters {sorted(expected)}, got {sorted(hparams)}"
             )
-        for key, value in hparams.items():
-            if not float(value) >= 0:
-                raise InvalidArgumentError(f"{self.spec.name}: {key} must be ≥ 0, got {value}")
-        self.hparams = {k: float(v) for k, v in hparams.items()}
+        self.hparams = {k: check_weight(self.spec.name, k, v) for k, v in hparams.items()}
         self.vae = VAE(channels, latent_dim)
         self.discriminator = Discriminator(latent_dim) if self.spec.uses_discriminator else None
 

@@ -95,3 +95,8 @@ def test_checksum_error_names_both_hashes(tmp_path):
     assert actual in str(err.value) and "0" * 64 in str(err.value)
     assert "verify_checksum=False" in str(err.value)
     verify_sha256(f, "0" * 64, verify=False)  # the explicit opt-out
+
+
+def test_ragged_factor_rows_are_a_clear_error(toy):
+    with pytest.raises(InvalidArgumentError, match="rectangular"):
+        toy.index([[0, 1, 2], [0, 1]])

@@ -48,18 +48,20 @@ def test_cli_missing_file_is_a_clean_error(tmp_path, capsys):
 
 
 def test_main_job_runs_as_the_readme_says(tmp_path):
-    """The README's first command (`make preview`) runs this module on procedural dSprites."""
+    """The README's first command (`make preview`): the whole procedural grid, then the figure."""
     import subprocess
     import sys
 
     out = tmp_path / "preview.png"
     proc = subprocess.run(
-        [sys.executable, "-m", "generation.preview", "--dataset", "dsprites", "--out", str(out)],
+        [sys.executable, "-m", "generation.preview", "--dataset", "dsprites", "--all"]
+        + ["--out", str(out)],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     assert "ProceduralDSprites" in proc.stdout and out.exists()
+    assert "whole grid: 737,280 images [64, 64, 1] uint8, 2.81 GiB" in proc.stdout
     with Image.open(out) as im:
         assert im.size[0] > 500
