@@ -8,7 +8,7 @@ their spread as the noise estimate. Variants (same architecture, batch 64, same 
   contiguous fp32, torch's default thread count;
 - ``plain-1t``: the same loop with one thread;
 - ``ours-fp32``: ``train(precision="fp32")`` (the exact reference mode) at the probed thread count;
-- ``ours``: ``train()`` defaults (``precision="auto"``: on the CPU fp32 at the probed thread count).
+- ``ours``: ``train(precision="auto", probe=True)``'s path: on the CPU fp32 at the probed thread count.
 
 Then: how close ``auto`` and ``bf16`` stay to the fp32 loss trajectory, and encoding throughput on
 a large dSprites-like array (extrapolated to the 737,280 images of the dSprites grid).

@@ -5,7 +5,9 @@ A checkpoint is one directory ``<checkpoint_dir>/step-<step:09d>/`` holding ``we
 state and hyperparameters, model name, latent size, channels, package version, the batch-stream RNG
 state, and the sha256 of the weights file). Both files are written into a hidden temporary
 directory that is renamed into place in one ``os.rename``, so a crash never leaves a directory that
-looks complete but is not; the sha256 catches files damaged afterwards.
+looks complete but is not; re-saving an existing step first renames the old directory aside (and
+back if the new one cannot be put in place) and deletes it only once the new one is in. The sha256
+catches files damaged afterwards.
 """
 
 from __future__ import annotations
@@ -190,16 +192,32 @@ def save_checkpoint(
             os.fsync(f.fileno())
         with open(tmp / WEIGHTS_FILE, "rb") as f:
             os.fsync(f.fileno())
+        _fsync_dir(tmp)
         target = step_directory(root, step)
-        if target.exists():  # re-saving a step (e.g. a rerun): move the old one aside first
-            shutil.rmtree(target)
-        os.rename(tmp, target)
+        _replace_dir(tmp, target)
         _fsync_dir(root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     _prune(root, keep)
     return target
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Rename ``new`` to ``target``; an existing ``target`` is renamed aside first, put back if
+    the rename fails, and deleted only once ``new`` is in place (a crash in between leaves the old
+    copy in a ``.tmp-step-…`` directory, which the next save prunes)."""
+    if not target.exists():
+        os.rename(new, target)
+        return
+    aside = new.with_name(new.name + "-old")  # ``new`` is a unique mkdtemp name
+    os.rename(target, aside)
+    try:
+        os.rename(new, target)
+    except BaseException:
+        os.rename(aside, target)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def _prune(root: Path, keep: int) -> None:

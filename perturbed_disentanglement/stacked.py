@@ -47,7 +47,9 @@ from .training import (
     as_image_array,
     as_source,
     check_int,
+    check_resume,
     network_autocast,
+    prepare_checkpoint_dir,
     resolve_device,
     resolve_precision,
     run_config,
@@ -123,7 +125,7 @@ def _resolve(run: Run, position: int, batch_size: int, arrays: dict[int, np.ndar
             dataset=run.dataset,
             hparams=run.hparams,
             latent_dim=run.latent_dim,
-            seed=check_int(f"{where}: seed", run.seed, -(2**63)),
+            seed=run.seed,
             batch_size=batch_size,
         )
     except InvalidArgumentError as exc:
@@ -434,7 +436,10 @@ def train_stacked(
     used: under vmap the K models are one grouped convolution). Runs with a ``checkpoint_dir``
     write training-format checkpoints every ``checkpoint_every`` steps and at the end; with
     ``resume`` (None: if all have one) the stack continues from them, which must all be at the same
-    step. ``sources_on_device`` (default: on a GPU) keeps the uint8 sources on the device.
+    step and belong to the same runs (settings, precision and images, as
+    :func:`training.check_resume` checks); checkpoint directories are created at once. Seeds are
+    integers in [0, 2**63 - 1], as in ``train``. The CPU thread count is torch's current one
+    (no probe), so a seed fixes the result for that count. ``sources_on_device`` (default: on a GPU) keeps the uint8 sources on the device.
     ``strategy``: "vmap" (one grouped forward), "loop" (the models in turn, same stacked state
     and optimizer) or "auto" (vmap on a GPU, loop on the CPU, where it is faster).
     ``callback(step, [terms of run k])`` is called after each host sync (every ``sync_every``
@@ -449,6 +454,8 @@ def train_stacked(
     dev = resolve_device(device)
     plan = resolve_precision(precision, dev)
     precision_name = plan.name.replace("+channels_last", "")
+    for r in resolved:
+        r.config["precision"] = precision_name
     strategy = resolve_strategy(strategy, dev)
     if sync_every is None:
         sync_every = 1 if dev.type == "cpu" else 50
@@ -456,6 +463,9 @@ def train_stacked(
     on_device = dev.type != "cpu" if sources_on_device is None else bool(sources_on_device)
     k = len(resolved)
     labels = [f"run {i} ({r.run.label})" for i, r in enumerate(resolved)]
+    for label, r in zip(labels, resolved):
+        if r.run.checkpoint_dir is not None:
+            prepare_checkpoint_dir(r.run.checkpoint_dir, f"{label}: checkpoint_dir")
 
     objectives = [
         build_objective(c["model"], c["hparams"], c["channels"], c["latent_dim"], c["seed"])
@@ -482,9 +492,7 @@ def train_stacked(
         history.flush(labels)
         stack.unstack_into(objectives)
         return [
-            _save_run(
-                r, objectives[i], vae_opt, disc_opt, i, data, history, step, precision_name, keep
-            )
+            _save_run(r, objectives[i], vae_opt, disc_opt, i, data, history, step, keep)
             for i, r in enumerate(resolved)
         ]
 
@@ -604,7 +612,6 @@ def _save_run(
     data: StackedBatches,
     history: _StackedHistory,
     step: int,
-    precision_name: str,
     keep: int,
 ) -> str | None:
     if r.run.checkpoint_dir is None:
@@ -616,7 +623,7 @@ def _save_run(
         optimizers=_per_model_optimizers(objective, vae_opt, disc_opt, k),
         stream_state=data.streams[k].state(),
         history=history.arrays(k),
-        config={**r.config, "precision": precision_name},
+        config=r.config,
         keep=keep,
     )
     return str(path)
@@ -652,20 +659,7 @@ def _restore(
             "its runs at the same step"
         )
     for r, c, objective in zip(resolved, checkpoints, objectives):
-        for key in (
-            "model",
-            "channels",
-            "latent_dim",
-            "hparams",
-            "seed",
-            "batch_size",
-            "num_images",
-        ):
-            if c.state.get(key) != r.config[key]:
-                raise CheckpointError(
-                    f"{c.path}: checkpoint has {key}={c.state.get(key)!r} but run "
-                    f"{r.run.label} asks for {key}={r.config[key]!r}"
-                )
+        check_resume(c.state, r.config, c.path, f"run {r.run.label}")
         ckpt.load_weights(objective, c)
     return checkpoints
 

@@ -5,27 +5,37 @@ minimises ``loss`` on the VAE's parameters and, for FactorVAE, the discriminator
 ``discriminator_loss`` from the same forward pass on the discriminator's parameters only. All the
 randomness of a run comes from one :class:`~.batches.BatchStream`, and the initial weights from
 :func:`~.zoo.build_objective`, so a run is fixed by (model, hyperparameters, data, seed, batch size)
-and a resumed run equals an uninterrupted one bitwise (CPU, ``precision="fp32"``).
+and a resumed run equals an uninterrupted one bitwise (CPU, fp32).
 
-Precision: ``"fp32"`` is the exact reference (at torch's thread count as set); ``"bf16"`` runs the
-networks (not the loss terms) under bfloat16 autocast; ``"auto"`` picks per device what measured
-fastest while staying close to fp32: on the CPU fp32 arithmetic at the thread count a short probe
-finds fastest (bf16, channels-last and torch.compile measured no faster on our CPU), on a GPU bf16
-autocast with channels-last (see :data:`AUTO_PRECISION` and ``benchmarks/bench_training.py``).
-CPU results differ in the last bits between thread counts, so bitwise reproducibility needs a fixed
-``num_threads`` (or ``precision="fp32"``); a resumed run reuses the thread count it stored.
+Precision: ``"fp32"`` is the exact reference; ``"bf16"`` runs the networks (not the loss terms)
+under bfloat16 autocast; ``"auto"`` picks per device what measured fastest while staying close to
+fp32: on the CPU fp32 arithmetic (bf16, channels-last and torch.compile measured no faster on our
+CPU), on a GPU bf16 autocast with channels-last (see :data:`AUTO_PRECISION` and
+``benchmarks/bench_training.py``).
+
+Threads: CPU results differ in the last bits between thread counts, so a seed fixes the result for
+a given thread count: torch's current count, or ``num_threads``. ``probe=True`` instead times 1
+thread against torch's count on a throwaway copy and keeps the faster (:func:`probe_threads`): the
+probe trades that reproducibility for speed on a shared machine. A resumed run reuses the thread
+count its checkpoint stored (unless ``num_threads`` is given), so it continues bitwise.
+
+Resuming checks that the checkpoint belongs to the same run (:data:`RESUME_KEYS`): model, dataset,
+hyperparameters, sizes, seed, batch size, precision and a fingerprint of the images
+(:func:`data_fingerprint`, a hash of a sample of rows), so a run is never continued on other data.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import math
 import os
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -134,6 +144,31 @@ def as_source(images: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(images)
 
 
+# Rows of the image array hashed by :func:`data_fingerprint`.
+FINGERPRINT_ROWS = 4096
+
+# Seeds go to ``torch.Generator.manual_seed`` (64-bit); non-negative signed 64-bit is portable.
+SEED_MAX = 2**63 - 1
+
+
+def data_fingerprint(array: np.ndarray, rows: int = FINGERPRINT_ROWS) -> str:
+    """A blake2b hex digest of ``array``'s dtype, shape and a strided sample of ≤ ``rows`` rows.
+
+    The sample is spread evenly over the whole array (first and last rows included), so it costs
+    milliseconds even for a 3–6 GB grid. It is a sample, not a full hash: it tells apart arrays
+    whose sampled rows differ (e.g. an image set and its complement, or one dataset and another of
+    the same shape), not arrays that differ only in rows it skips.
+    """
+    n = int(array.shape[0])
+    h = hashlib.blake2b(digest_size=16)
+    h.update(repr((str(array.dtype), tuple(int(s) for s in array.shape))).encode())
+    count = min(n, rows)
+    index = np.unique(np.linspace(0, n - 1, count).round().astype(np.int64)) if n else []
+    for i in index:
+        h.update(np.ascontiguousarray(array[int(i)]).data)
+    return h.hexdigest()
+
+
 def run_config(
     model: str,
     images: np.ndarray | GroundTruth,
@@ -149,7 +184,9 @@ def run_config(
 
     ``dataset`` defaults to a GroundTruth's name, else to the channels (1 → dsprites, 3 →
     shapes3d) and selects the default hyperparameters, which ``hparams`` overrides;
-    ``latent_dim`` defaults to the number of factors. ``array`` is ``images`` as a uint8 array.
+    ``latent_dim`` defaults to the number of factors. ``array`` is ``images`` as a uint8 array;
+    its :func:`data_fingerprint` is part of the run. ``seed`` must be an integer in
+    [0, 2**63 - 1].
     """
     spec = model_spec(model)
     channels = int(array.shape[3])
@@ -169,9 +206,10 @@ def run_config(
         "hparams": hp,
         "channels": channels,
         "latent_dim": check_int("latent_dim", latent_dim),
-        "seed": int(seed),
+        "seed": check_int("seed", seed, minimum=0, maximum=SEED_MAX),
         "batch_size": check_int("batch_size", batch_size, minimum=2),
         "num_images": int(array.shape[0]),
+        "data_fingerprint": data_fingerprint(array),
     }
 
 
@@ -270,10 +308,6 @@ def training_step(
 
 
 # --- CPU thread count ----------------------------------------------------------------------------
-# Shorter runs keep torch's thread setting: probing would cost more than it saves.
-PROBE_MIN_STEPS = 200
-
-
 def probe_threads(
     objective: Objective,
     source: torch.Tensor,
@@ -360,11 +394,30 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return dev
 
 
-def check_int(name: str, value: Any, minimum: int = 1) -> int:
-    """``value`` as an int, or a clear error if it is not an integer ≥ ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise InvalidArgumentError(f"{name} must be an integer ≥ {minimum}, got {value!r}")
+def check_int(name: str, value: Any, minimum: int = 1, maximum: int | None = None) -> int:
+    """``value`` as an int, or a clear error if it is not an integer in [minimum, maximum]."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, np.integer))
+        or value < minimum
+        or (maximum is not None and value > maximum)
+    ):
+        bounds = f"≥ {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise InvalidArgumentError(f"{name} must be an integer {bounds}, got {value!r}")
     return int(value)
+
+
+def prepare_checkpoint_dir(checkpoint_dir: str | os.PathLike, what: str = "checkpoint_dir") -> Path:
+    """Create ``checkpoint_dir`` (and its parents) now, before any training, or say why not."""
+    path = Path(checkpoint_dir).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        kind = "a file, not a directory" if path.is_file() else "not a usable directory"
+        raise InvalidArgumentError(
+            f"{what} {str(path)!r} is {kind} ({exc.strerror or exc}); give a directory path"
+        ) from exc
+    return path
 
 
 class _History:
@@ -406,14 +459,46 @@ class _History:
         return {k: np.asarray(v, dtype=np.float64) for k, v in self.columns.items()}
 
 
-def _check_resume(state: Mapping[str, Any], config: Mapping[str, Any], path: Any) -> None:
-    """A checkpoint must belong to the same run; say which setting differs."""
-    for key in ("model", "channels", "latent_dim", "hparams", "seed", "batch_size", "num_images"):
-        if state.get(key) != config[key]:
+# What a checkpoint must share with the run that resumes it.
+RESUME_KEYS = (
+    "model",
+    "channels",
+    "dataset",
+    "latent_dim",
+    "hparams",
+    "seed",
+    "batch_size",
+    "precision",
+    "num_images",
+    "data_fingerprint",
+)
+
+
+def _arithmetic(precision: Any) -> Any:
+    """The numerics of a stored precision name: the memory layout does not make another run."""
+    return precision.removesuffix("+channels_last") if isinstance(precision, str) else precision
+
+
+def check_resume(
+    state: Mapping[str, Any], config: Mapping[str, Any], path: Any, who: str = "this run"
+) -> None:
+    """A checkpoint must belong to the same run (:data:`RESUME_KEYS`); say which setting differs."""
+    for key in RESUME_KEYS:
+        stored, wanted = state.get(key), config[key]
+        if key == "precision":
+            stored, wanted = _arithmetic(stored), _arithmetic(wanted)
+        if stored == wanted:
+            continue
+        if key == "data_fingerprint":
             raise CheckpointError(
-                f"{path}: checkpoint has {key}={state.get(key)!r} but this run asks for "
-                f"{key}={config[key]!r}; use another checkpoint_dir or the checkpoint's settings"
+                f"{path}: the checkpoint was trained on other images than {who} gives (same "
+                f"shape, different content: data_fingerprint {str(stored)[:12]}… vs "
+                f"{str(wanted)[:12]}…); use another checkpoint_dir or the original images"
             )
+        raise CheckpointError(
+            f"{path}: checkpoint has {key}={stored!r} but {who} asks for {key}={wanted!r}; "
+            "use another checkpoint_dir or the checkpoint's settings"
+        )
 
 
 def train(
@@ -445,15 +530,23 @@ def train(
     ``latent_dim`` defaults to the number of factors (a GroundTruth's, else the dataset's).
     With ``checkpoint_dir`` a checkpoint is written every ``checkpoint_every`` steps and at the
     end, and an existing one is resumed (``resume=None``: if present; ``True``: required;
-    ``False``: refuse a directory that already holds one). ``num_threads`` sets torch's CPU threads
-    for the run; if None with ``precision="auto"`` on the CPU, runs of ≥ ``PROBE_MIN_STEPS`` steps
-    time 1 thread against torch's count on a throwaway copy and keep the faster (``probe`` forces
-    or disables this); the count is stored in checkpoints and reused on resume. ``callback(step, terms)`` is called after every host sync (every ``sync_every``
-    steps: 1 on the CPU, 50 on a GPU). Raises :class:`TrainingDivergedError` on a NaN/inf loss.
+    ``False``: refuse a directory that already holds one, which must be the same run: same
+    settings, precision and images, see :func:`check_resume`); the directory is created at once.
+    ``num_threads`` sets torch's CPU threads for the run (None: torch's current count, or on
+    resume the count the checkpoint stored), so a seed fixes the result for that thread count.
+    ``probe=True`` (CPU, fresh runs) instead times 1 thread against torch's count on a throwaway
+    copy and keeps the faster: it trades that reproducibility for speed on a shared machine;
+    ``probe=None``/``False`` never probes. The count is stored in checkpoints. ``seed`` is an
+    integer in [0, 2**63 - 1]; ``keep_checkpoints`` ≥ 1. ``callback(step, terms)`` is called after
+    every host sync (every ``sync_every`` steps: 1 on the CPU, 50 on a GPU). Raises
+    :class:`TrainingDivergedError` on a NaN/inf loss.
     """
     spec = model_spec(model)
     steps = check_int("steps", steps, minimum=0)
     checkpoint_every = check_int("checkpoint_every", checkpoint_every)
+    keep_checkpoints = check_int("keep_checkpoints", keep_checkpoints)
+    if num_threads is not None:
+        num_threads = check_int("num_threads", num_threads)
     array = as_image_array(images)
     config = run_config(
         spec.name,
@@ -469,9 +562,12 @@ def train(
     seed, batch_size = config["seed"], config["batch_size"]
     dev = resolve_device(device)
     plan = resolve_precision(precision, dev)
+    config["precision"] = plan.name
     if sync_every is None:
         sync_every = 1 if dev.type == "cpu" else 50
     sync_every = check_int("sync_every", sync_every)
+    if checkpoint_dir is not None:
+        checkpoint_dir = prepare_checkpoint_dir(checkpoint_dir)
 
     objective = build_objective(spec.name, hp, channels, latent_dim, seed)
     stream = BatchStream(seed, array.shape[0], batch_size, latent_dim)
@@ -487,7 +583,7 @@ def train(
             )
         if latest is not None:
             resumed_from = ckpt.read_checkpoint(latest)
-            _check_resume(resumed_from.state, config, latest)
+            check_resume(resumed_from.state, config, latest)
         elif resume:
             raise CheckpointError(f"resume=True but {checkpoint_dir} holds no checkpoint")
     elif resume:
@@ -529,7 +625,7 @@ def train(
             optimizers=optimizers.as_dict(),
             stream_state=stream.state(),
             history=history.arrays(),
-            config={**config, "precision": plan.name},
+            config=config,
             keep=keep_checkpoints,
         )
         last_saved = str(path)
@@ -539,18 +635,15 @@ def train(
     previous_threads = torch.get_num_threads()
     thread_times: dict[int, float] = {}
     probe_seconds = 0.0
+    stored = resumed_from.state.get("num_threads") if resumed_from is not None else None
     if num_threads is not None:
-        threads = check_int("num_threads", num_threads)
-    elif dev.type == "cpu" and precision == "auto" and probe is not False:
-        stored = resumed_from.state.get("num_threads") if resumed_from is not None else None
-        if isinstance(stored, int) and stored >= 1 and not probe:
-            threads = stored  # the resumed run keeps its thread count: bitwise continuation
-        elif probe or steps - start_step >= PROBE_MIN_STEPS:
-            t_probe = time.perf_counter()
-            threads, thread_times = probe_threads(objective, source, plan, batch_size)
-            probe_seconds = time.perf_counter() - t_probe
-        else:
-            threads = previous_threads
+        threads = num_threads
+    elif isinstance(stored, int) and not isinstance(stored, bool) and stored >= 1:
+        threads = stored  # the resumed run keeps its thread count: bitwise continuation
+    elif probe and dev.type == "cpu":
+        t_probe = time.perf_counter()
+        threads, thread_times = probe_threads(objective, source, plan, batch_size)
+        probe_seconds = time.perf_counter() - t_probe
     else:
         threads = previous_threads
     config["num_threads"] = threads
@@ -711,6 +804,8 @@ __all__: Sequence[str] = (
     "PrecisionPlan",
     "TrainResult",
     "as_image_array",
+    "check_resume",
+    "data_fingerprint",
     "encode",
     "load_model",
     "make_optimizers",

@@ -57,11 +57,13 @@ def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 # --- learning ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("model", list(MODELS))
 def test_short_run_lowers_the_loss(images: np.ndarray, model: str) -> None:
-    result = train(model, images, steps=40, **FAST)
+    result = train(model, images, steps=60, **FAST)
     loss = result.history["loss"]
-    assert len(loss) == 40 and np.isfinite(loss).all()
-    assert result.history["step"].tolist() == list(range(1, 41))
-    assert loss[-5:].mean() < loss[:5].mean() - 30.0, loss
+    assert len(loss) == 60 and np.isfinite(loss).all()
+    assert result.history["step"].tolist() == list(range(1, 61))
+    # ≥ 5 % lower (with dlib's Glorot-uniform init every model is 11-16 % lower by step 60,
+    # while the first 40 steps of the plain AE move its loss by only ~1 %)
+    assert loss[-5:].mean() < 0.95 * loss[:5].mean(), loss
     assert result.images_per_second > 0 and 0 <= result.data_fraction < 1
     assert result.latent_dim == 5  # dSprites' number of factors for a bare 1-channel array
     if model == "factor_vae":
@@ -306,3 +308,151 @@ def test_encode_refuses_bad_input(images: np.ndarray) -> None:
         encode(objective, images.astype(np.float64) / 255)
     with pytest.raises(InvalidArgumentError, match="Objective, a VAE"):
         encode(42, images)  # type: ignore[arg-type]
+
+
+# --- determinism, resume guards and argument checks (review fixes) -------------------------------
+def test_default_run_does_not_probe_and_uses_the_current_thread_count(
+    images: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """precision="auto" on the CPU, ≥ 200 steps: fp32 at torch's count, no timing-dependent probe."""
+
+    def no_probe(*args, **kwargs):
+        raise AssertionError("the thread probe ran without probe=True")
+
+    monkeypatch.setattr(training, "probe_threads", no_probe)
+    seen: list[int] = []
+
+    def record(step: int, terms: dict) -> None:
+        seen.append(torch.get_num_threads())
+        raise _Interrupt
+
+    before = torch.get_num_threads()
+    with pytest.raises(_Interrupt):  # stop after step 1: only the thread choice matters here
+        train("ae", images, steps=400, batch_size=8, progress=False, callback=record)
+    assert seen == [before] and torch.get_num_threads() == before
+
+
+def test_resume_reuses_the_stored_thread_count_at_any_precision(
+    images: np.ndarray, tmp_path: Path
+) -> None:
+    kwargs = dict(batch_size=8, progress=False, precision="fp32", checkpoint_dir=tmp_path)
+    train("ae", images, steps=2, num_threads=1, **kwargs)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        resumed = train("ae", images, steps=3, **kwargs)
+    finally:
+        torch.set_num_threads(before)
+    assert resumed.start_step == 2 and resumed.num_threads == 1
+    assert ckpt.read_checkpoint(tmp_path).state["num_threads"] == 1
+
+
+def test_resume_refuses_other_data_precision_or_dataset(images: np.ndarray, tmp_path: Path) -> None:
+    kwargs = dict(latent_dim=5, checkpoint_dir=tmp_path, **FAST)
+    train("ae", images, steps=2, precision="fp32", **kwargs)
+    state = ckpt.read_checkpoint(tmp_path).state
+    assert state["dataset"] == "dsprites" and state["precision"] == "fp32"
+    assert state["data_fingerprint"] == training.data_fingerprint(images)
+    with pytest.raises(CheckpointError, match="other images"):
+        train("ae", 255 - images, steps=4, precision="fp32", **kwargs)
+    with pytest.raises(CheckpointError, match="precision="):
+        train("ae", images, steps=4, precision="bf16", **kwargs)
+    with pytest.raises(CheckpointError, match="dataset="):
+        train("ae", images, steps=4, precision="fp32", dataset="shapes3d", **kwargs)
+    # "auto" on the CPU is fp32 arithmetic: the same run
+    assert train("ae", images, steps=3, precision="auto", **kwargs).start_step == 2
+
+
+def test_data_fingerprint_samples_rows_across_the_whole_array() -> None:
+    rows = np.zeros((100_000, 8), np.uint8)
+    base = training.data_fingerprint(rows)
+    assert training.data_fingerprint(rows.copy()) == base
+    for index in (0, -1):
+        changed = rows.copy()
+        changed[index] = 1
+        assert training.data_fingerprint(changed) != base
+    assert training.data_fingerprint(rows[:-1]) != base  # N is part of it
+    # a whole dSprites-sized grid (3 GB if materialised) is sampled, not read
+    grid = np.broadcast_to(np.zeros((1, 64, 64, 1), np.uint8), (737_280, 64, 64, 1))
+    assert training.data_fingerprint(grid) != training.data_fingerprint(grid[:-1])
+
+
+def test_resaving_a_step_is_atomic(
+    images: np.ndarray, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failure while re-saving a step leaves the old checkpoint of that step intact."""
+    train("ae", images, steps=2, checkpoint_dir=tmp_path, **FAST)
+    target = ckpt.latest_checkpoint(tmp_path)
+    old = ckpt.read_checkpoint(target)
+    real_rename = ckpt.os.rename
+    failed: list[str] = []
+
+    def failing_rename(src, dst):  # the first move of the new directory into place fails
+        if not failed and Path(src).name.startswith(".tmp-step-") and Path(dst) == target:
+            failed.append(str(src))
+            raise OSError("disk full")
+        return real_rename(src, dst)
+
+    monkeypatch.setattr(ckpt.os, "rename", failing_rename)
+    objective = load_model(tmp_path)
+    optimizers = training.make_optimizers(objective).as_dict()
+    with pytest.raises(OSError, match="disk full"):
+        ckpt.save_checkpoint(
+            tmp_path,
+            step=2,
+            objective=objective,
+            optimizers=optimizers,
+            stream_state=old.state["batch_stream_state"],
+            history=old.history(),
+            config={"model": "ae", "hparams": {}, "channels": 1, "latent_dim": 5},
+        )
+    monkeypatch.undo()
+    assert failed
+    again = ckpt.read_checkpoint(target)
+    assert again.state == old.state
+    assert sorted(p.name for p in tmp_path.iterdir()) == [target.name]
+    # and a successful re-save replaces it, leaving nothing behind
+    ckpt.save_checkpoint(
+        tmp_path,
+        step=2,
+        objective=objective,
+        optimizers=optimizers,
+        stream_state=old.state["batch_stream_state"],
+        history=old.history(),
+        config={"model": "ae", "hparams": {}, "channels": 1, "latent_dim": 5},
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == [target.name]
+    assert ckpt.read_checkpoint(target).state["created_unix"] > old.state["created_unix"]
+
+
+@pytest.mark.parametrize("seed", ["x", 2**70, 1.7, -1, True])
+def test_bad_seeds_are_refused(images: np.ndarray, seed) -> None:
+    with pytest.raises(InvalidArgumentError, match="seed"):
+        train("ae", images, steps=1, seed=seed, **FAST)
+
+
+@pytest.mark.parametrize("keep", [0, "2", 1.5])
+def test_bad_keep_checkpoints_is_refused(images: np.ndarray, tmp_path: Path, keep) -> None:
+    with pytest.raises(InvalidArgumentError, match="keep_checkpoints"):
+        train("ae", images, steps=1, checkpoint_dir=tmp_path, keep_checkpoints=keep, **FAST)
+    assert not any(tmp_path.iterdir())
+
+
+def test_checkpoint_dir_that_is_a_file_fails_before_training(
+    images: np.ndarray, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained before checking checkpoint_dir")
+
+    monkeypatch.setattr(training, "training_step", no_training)
+    with pytest.raises(InvalidArgumentError, match="checkpoint_dir"):
+        train("ae", images, steps=3, checkpoint_dir=blocker, **FAST)
+    with pytest.raises(InvalidArgumentError, match="checkpoint_dir"):
+        train("ae", images, steps=3, checkpoint_dir=blocker / "sub", **FAST)
+    fresh = tmp_path / "new" / "dir"
+    monkeypatch.undo()
+    train("ae", images, steps=1, checkpoint_dir=fresh, **FAST)
+    assert ckpt.latest_checkpoint(fresh) is not None
