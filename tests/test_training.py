@@ -396,7 +396,8 @@ def test_resaving_a_step_is_atomic(
     monkeypatch.setattr(ckpt.os, "rename", failing_rename)
     objective = load_model(tmp_path)
     optimizers = training.make_optimizers(objective).as_dict()
-    with pytest.raises(OSError, match="disk full"):
+
+    def resave() -> None:
         ckpt.save_checkpoint(
             tmp_path,
             step=2,
@@ -406,21 +407,16 @@ def test_resaving_a_step_is_atomic(
             history=old.history(),
             config={"model": "ae", "hparams": {}, "channels": 1, "latent_dim": 5},
         )
+
+    with pytest.raises(OSError, match="disk full"):
+        resave()
     monkeypatch.undo()
     assert failed
     again = ckpt.read_checkpoint(target)
     assert again.state == old.state
     assert sorted(p.name for p in tmp_path.iterdir()) == [target.name]
     # and a successful re-save replaces it, leaving nothing behind
-    ckpt.save_checkpoint(
-        tmp_path,
-        step=2,
-        objective=objective,
-        optimizers=optimizers,
-        stream_state=old.state["batch_stream_state"],
-        history=old.history(),
-        config={"model": "ae", "hparams": {}, "channels": 1, "latent_dim": 5},
-    )
+    resave()
     assert sorted(p.name for p in tmp_path.iterdir()) == [target.name]
     assert ckpt.read_checkpoint(target).state["created_unix"] > old.state["created_unix"]
 
