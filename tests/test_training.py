@@ -452,3 +452,112 @@ def test_checkpoint_dir_that_is_a_file_fails_before_training(
     monkeypatch.undo()
     train("ae", images, steps=1, checkpoint_dir=fresh, **FAST)
     assert ckpt.latest_checkpoint(fresh) is not None
+
+
+# --- checkpoints written by older code ------------------------------------------------------------
+def _old_checkpoint(root: Path) -> Path:
+    """The format-1 fixture of tests/data, laid out as a checkpoint root (a fresh copy)."""
+    import shutil
+
+    data = Path(__file__).parent / "data"
+    step_dir = root / "step-000000002"
+    step_dir.mkdir(parents=True)
+    shutil.copyfile(data / "checkpoint_v1_state.json", step_dir / ckpt.STATE_FILE)
+    shutil.copyfile(data / "checkpoint_v1_weights.safetensors", step_dir / ckpt.WEIGHTS_FILE)
+    return step_dir
+
+
+# The run identity a format-1 checkpoint's JSON holds (train() also stores its thread count).
+FORMAT_1_RUN_KEYS = (
+    "model",
+    "dataset",
+    "hparams",
+    "channels",
+    "latent_dim",
+    "seed",
+    "batch_size",
+    "num_images",
+    "data_fingerprint",
+    "precision",
+    "num_threads",
+)
+
+
+def test_a_format_1_checkpoint_of_the_old_code_resumes(tmp_path: Path) -> None:
+    """A checkpoint written by the code of commit 8ccadeb (tests/data/make_checkpoint_v1.py) loads,
+    resumes from exactly its stored state, and new checkpoints keep its format."""
+    from .data.make_checkpoint_v1 import BATCH_SIZE, MODEL, SEED, STEPS, fixture_ground_truth
+
+    gt = fixture_ground_truth()
+    old_dir = _old_checkpoint(tmp_path / "old")
+    old = ckpt.read_checkpoint(old_dir)
+    assert old.step == STEPS and old.state["format_version"] == 1
+    loaded = load_model(tmp_path / "old")
+    for name, value in loaded.state_dict().items():
+        assert torch.equal(value, old.tensors[f"model/{name}"]), name
+
+    # One step by hand from the stored state (weights, Adam moments, batch stream) ...
+    before = torch.get_num_threads()
+    torch.set_num_threads(old.state["num_threads"])
+    try:
+        objective = build_objective(MODEL, old.state["hparams"], 1, old.state["latent_dim"], SEED)
+        objective.load_state_dict(old.model_state())
+        adam = torch.optim.Adam(objective.vae_parameters(), lr=1e-4, betas=(0.9, 0.999), eps=1e-8)
+        ckpt.optimizer_from_parts(
+            adam, old.tensors, old.state["optimizers"]["vae"], "optimizer/vae"
+        )
+        stream = BatchStream(SEED, len(gt), BATCH_SIZE, old.state["latent_dim"])
+        stream.load_state(old.state["batch_stream_state"])
+        batch = stream.next()
+        x = images_to_input(torch.from_numpy(gt.all_images()).index_select(0, batch.indices))
+        adam.zero_grad()
+        objective(x, batch.noise, batch.permutations)["loss"].backward()
+        adam.step()
+    finally:
+        torch.set_num_threads(before)
+    # ... is what train() does when it resumes the old checkpoint (bitwise, on any CPU)
+    kwargs = dict(seed=SEED, batch_size=BATCH_SIZE, checkpoint_dir=tmp_path / "old", progress=False)
+    resumed = train(MODEL, gt, steps=STEPS + 1, **kwargs)
+    assert resumed.start_step == STEPS and resumed.num_threads == old.state["num_threads"]
+    assert _same_weights(resumed.objective, objective)
+    for name, values in old.history().items():
+        np.testing.assert_array_equal(resumed.history[name][:STEPS], values)
+    new = ckpt.read_checkpoint(tmp_path / "old")
+    moments = {k: v for k, v in new.tensors.items() if k.startswith("optimizer/")}
+    for name, value in ckpt.optimizer_to_parts(adam, "optimizer/vae")[0].items():
+        assert torch.equal(moments.pop(name), value), name
+    assert not moments
+
+    # the new checkpoint has the old one's layout: JSON keys, run identity, tensor names and shapes
+    assert sorted(new.state) == sorted(old.state)
+    for key in FORMAT_1_RUN_KEYS:
+        assert new.state[key] == old.state[key], key
+    assert (
+        new.state["optimizers"]["vae"]["param_groups"]
+        == (old.state["optimizers"]["vae"]["param_groups"])
+    )
+    shapes = {k: v.shape for k, v in old.tensors.items() if not k.startswith("history/")}
+    assert sorted(new.tensors) == sorted(old.tensors)
+    assert {k: new.tensors[k].shape for k in shapes} == shapes
+
+    # Where this CPU computes like the one that wrote the fixture (last bits differ between
+    # instruction sets), today's code repeats the old code's two steps bitwise (no behaviour
+    # change), and resuming the old checkpoint equals never stopping.
+    fresh = train(
+        MODEL, gt, steps=STEPS, seed=SEED, batch_size=BATCH_SIZE, num_threads=1, progress=False
+    )
+    if all(
+        torch.equal(v, old.tensors[f"model/{k}"]) for k, v in fresh.objective.state_dict().items()
+    ):
+        straight = train(
+            MODEL,
+            gt,
+            steps=STEPS + 1,
+            seed=SEED,
+            batch_size=BATCH_SIZE,
+            num_threads=1,
+            progress=False,
+        )
+        assert _same_weights(straight.objective, resumed.objective)
+        for name in straight.history:
+            np.testing.assert_array_equal(straight.history[name], resumed.history[name])
