@@ -25,3 +25,7 @@ class TrainingDivergedError(PerturbedDisentanglementError, RuntimeError):
 
 class CheckpointError(PerturbedDisentanglementError, ValueError):
     """A checkpoint is missing, corrupt, or does not match the requested model."""
+
+
+class ArtifactError(PerturbedDisentanglementError, ValueError):
+    """An artifact (reference, cache entry, shard) is corrupt, incomplete or belongs to other data."""

@@ -1,0 +1,306 @@
+"""The reference stage: selection rule, s, the artifact and its refusals, a smoke run with resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from perturbed_disentanglement import ground_truth
+from perturbed_disentanglement.errors import ArtifactError, InvalidArgumentError
+from perturbed_disentanglement.ground_truth import ArrayGroundTruth
+from perturbed_disentanglement.reference import (
+    PRESETS,
+    Reference,
+    grid_identity,
+    leading_latent,
+    load_reference,
+    preset,
+    preset_ground_truth,
+    run_reference,
+    s_sha256,
+    select_restart,
+    standardise,
+)
+from perturbed_disentanglement.subgrid import SubGrid
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# --- pure pieces -----------------------------------------------------------------------------------
+def test_select_restart_takes_the_lowest_mig_and_the_first_of_ties() -> None:
+    assert select_restart([0.31, 0.07, 0.2]) == 1
+    assert select_restart([0.1, 0.05, 0.05]) == 1
+    assert select_restart([0.4]) == 0
+    with pytest.raises(InvalidArgumentError, match="finite"):
+        select_restart([0.1, float("nan")])
+    with pytest.raises(InvalidArgumentError, match="one MIG per restart"):
+        select_restart([])
+
+
+def test_leading_latent_is_the_one_with_least_posterior_variance() -> None:
+    logvar = np.log(np.array([[0.9, 0.02, 0.5], [1.1, 0.04, 0.3]]))
+    j, variance = leading_latent(logvar)
+    assert j == 1
+    np.testing.assert_allclose(variance, [1.0, 0.03, 0.4])
+
+
+def test_standardise_gives_zero_mean_unit_variance_and_a_fixed_sign() -> None:
+    rng = np.random.default_rng(0)
+    factors = rng.integers(0, 8, size=(5000, 3))
+    mu = 3.0 - 0.7 * factors[:, 2] + 0.1 * rng.standard_normal(5000)  # follows factor 2, reversed
+    s, constants = standardise(mu, factors)
+    assert s.dtype == np.float32
+    assert abs(float(s.astype(np.float64).mean())) < 1e-6
+    assert abs(float(s.astype(np.float64).std()) - 1.0) < 1e-6
+    assert constants["sign_factor"] == 2 and constants["sign"] == -1.0
+    assert np.corrcoef(s, factors[:, 2])[0, 1] > 0.99
+    flipped, _ = standardise(-mu, factors)  # the encoder's sign does not matter
+    np.testing.assert_array_equal(s, flipped)
+    with pytest.raises(ArtifactError, match="constant"):
+        standardise(np.ones(10), factors[:10])
+
+
+def test_subgrid_is_a_strided_full_grid_of_the_parent() -> None:
+    gt = ground_truth("dsprites")
+    sub = SubGrid(gt, {"orientation": 10, "posX": 8, "posY": 8})
+    assert sub.factor_sizes == (3, 6, 4, 4, 4)
+    assert sub.factor_names == gt.factor_names and sub.categories == gt.categories
+    np.testing.assert_array_equal(sub.factor_values[3], gt.factor_values[3][::8])
+    idx = np.array([0, 7, len(sub) - 1])
+    np.testing.assert_array_equal(sub.images(idx), gt.images(sub.parent_indices[idx]))
+    np.testing.assert_array_equal(
+        sub.factor_values_of(idx), gt.factor_values_of(sub.parent_indices[idx])
+    )
+    with pytest.raises(InvalidArgumentError, match="no factor"):
+        SubGrid(gt, {"colour": 2})
+    with pytest.raises(InvalidArgumentError, match="integer >= 1"):
+        SubGrid(gt, {"posX": 0})
+    with pytest.raises(InvalidArgumentError, match="one step per factor"):
+        SubGrid(gt, [1, 2])
+
+
+def test_grid_identity_tells_grids_apart() -> None:
+    gt = ground_truth("dsprites")
+    smoke = preset_ground_truth(gt, "smoke")
+    a, b = grid_identity(smoke), grid_identity(smoke)
+    assert a == b and a["source"] == "procedural"
+    changed = smoke.all_images().copy()
+    changed[len(changed) // 2] ^= 255
+    other = ArrayGroundTruth("dsprites", smoke.factor_specs, changed)
+    assert grid_identity(other)["fingerprint"] != a["fingerprint"]
+    assert grid_identity(other)["source"] == "official"  # any non-procedural source
+
+
+def test_presets_and_bad_arguments() -> None:
+    assert PRESETS["cpu"].restarts >= 3 and PRESETS["cpu"].steps >= 20_000
+    assert PRESETS["paper"].restarts == 10 and PRESETS["paper"].steps == 300_000
+    with pytest.raises(InvalidArgumentError, match="unknown reference preset"):
+        preset("fast")
+    gt = ground_truth("dsprites")
+    with pytest.raises(InvalidArgumentError, match="restarts must be an integer >= 1"):
+        run_reference(gt, preset_name="smoke", workdir="/nonexistent/never", restarts=0)
+
+
+# --- a smoke run -----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[Reference, Path, Path]:
+    workdir = tmp_path_factory.mktemp("reference-work")
+    before = torch.get_num_threads()
+    try:
+        ref = run_reference(
+            ground_truth("dsprites"),
+            preset_name="smoke",
+            workdir=workdir,
+            num_threads=1,
+            progress=False,
+            log=lambda *_: None,
+        )
+    finally:
+        torch.set_num_threads(before)
+    out = ref.save(tmp_path_factory.mktemp("artifact") / "dsprites")
+    return ref, workdir, out
+
+
+def test_smoke_reference_record_and_s(smoke: tuple[Reference, Path, Path]) -> None:
+    ref, _, _ = smoke
+    grid = preset_ground_truth(ground_truth("dsprites"), "smoke")
+    record = ref.record
+    migs = [e["mig"] for e in record["restarts"]]
+    assert len(migs) == PRESETS["smoke"].restarts
+    assert record["chosen"] == int(np.argmin(migs))
+    assert record["protocol"]["seeds"] == [0, 1]
+    for e in record["restarts"]:
+        assert set(e) >= {"mig", "active_units", "mean_variance", "information_level", "step"}
+        assert len(e["mean_variance"]) == grid.num_factors
+        assert e["step"] == PRESETS["smoke"].steps
+    assert ref.s.shape == (len(grid),) and ref.s.dtype == np.float32
+    assert abs(float(ref.s.astype(np.float64).mean())) < 1e-5
+    assert abs(float(ref.s.astype(np.float64).std()) - 1) < 1e-5
+    assert record["s"]["latent"] == int(np.argmin(record["s"]["mean_variance_grid"]))
+    assert record["s"]["sha256"] == s_sha256(ref.s)
+    assert record["ground_truth"] == grid_identity(grid)
+
+
+def test_artifact_round_trip(smoke: tuple[Reference, Path, Path]) -> None:
+    ref, _, out = smoke
+    grid = preset_ground_truth(ground_truth("dsprites"), "smoke")
+    loaded = load_reference(out, grid)
+    np.testing.assert_array_equal(loaded.s, ref.s)
+    assert loaded.latent == ref.latent and loaded.chosen_mig == ref.chosen_mig
+    assert loaded.weights.keys() == ref.weights.keys()
+    assert all(torch.equal(loaded.weights[k], ref.weights[k]) for k in ref.weights)
+    assert sorted(p.name for p in out.iterdir()) == ["model.safetensors", "reference.json", "s.npy"]
+    # the encoder in the artifact reproduces s
+    mu = loaded.vae()(torch.from_numpy(grid.images(np.arange(64))).permute(0, 3, 1, 2) / 255.0)[0]
+    x = mu[:, loaded.latent].detach().double().numpy()
+    expected = (
+        loaded.record["s"]["sign"] * (x - loaded.record["s"]["mean"]) / loaded.record["s"]["std"]
+    )
+    np.testing.assert_allclose(loaded.s[:64], expected, atol=1e-3)
+
+
+def test_a_finished_run_returns_the_same_reference(smoke: tuple[Reference, Path, Path]) -> None:
+    ref, workdir, _ = smoke
+    again = run_reference(
+        ground_truth("dsprites"),
+        preset_name="smoke",
+        workdir=workdir,
+        num_threads=1,
+        progress=False,
+        log=lambda *_: None,
+    )
+    np.testing.assert_array_equal(again.s, ref.s)
+    assert again.record == ref.record
+
+
+def test_a_workdir_of_another_protocol_is_refused(smoke: tuple[Reference, Path, Path]) -> None:
+    _, workdir, _ = smoke
+    with pytest.raises(ArtifactError, match="seed=0.*seed=3"):
+        run_reference(
+            ground_truth("dsprites"), preset_name="smoke", workdir=workdir, seed=3, progress=False
+        )
+
+
+def _copy(out: Path, dest: Path) -> Path:
+    dest.mkdir()
+    for p in out.iterdir():
+        (dest / p.name).write_bytes(p.read_bytes())
+    return dest
+
+
+def test_refusals(smoke: tuple[Reference, Path, Path], tmp_path: Path) -> None:
+    ref, _, out = smoke
+    grid = preset_ground_truth(ground_truth("dsprites"), "smoke")
+
+    bad = _copy(out, tmp_path / "flipped")
+    raw = bytearray((bad / "s.npy").read_bytes())
+    raw[-3] ^= 0x40
+    (bad / "s.npy").write_bytes(bytes(raw))
+    with pytest.raises(ArtifactError, match="sha256.*corrupt or was modified"):
+        load_reference(bad)
+
+    bad = _copy(out, tmp_path / "weights")
+    data = (bad / "model.safetensors").read_bytes()
+    (bad / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ArtifactError, match="model.safetensors: sha256"):
+        load_reference(bad)
+
+    bad = _copy(out, tmp_path / "half")
+    (bad / "reference.json").unlink()
+    with pytest.raises(
+        ArtifactError, match="not a complete reference artifact: missing reference.json"
+    ):
+        load_reference(bad)
+
+    bad = _copy(out, tmp_path / "json")
+    (bad / "reference.json").write_text("{ truncated")
+    with pytest.raises(ArtifactError, match="not valid JSON"):
+        load_reference(bad)
+
+    bad = _copy(out, tmp_path / "version")
+    record = json.loads((bad / "reference.json").read_text())
+    record["format_version"] = 99
+    (bad / "reference.json").write_text(json.dumps(record))
+    with pytest.raises(ArtifactError, match="format version 99"):
+        load_reference(bad)
+
+    bad = _copy(out, tmp_path / "length")
+    np.save(bad / "s.npy", ref.s[:-1])
+    with pytest.raises(ArtifactError, match=rf"float32 \[{len(grid)}\]"):
+        load_reference(bad)
+
+    with pytest.raises(ArtifactError, match="factor_sizes"):
+        load_reference(out, ground_truth("dsprites"))  # the full grid, not the smoke sub-grid
+    other = grid.all_images().copy()
+    other[::7] = 255 - other[::7]
+    official_like = ArrayGroundTruth("dsprites", grid.factor_specs, other, source="file.npz")
+    with pytest.raises(ArtifactError, match="fingerprint.*recompute"):
+        load_reference(out, official_like)
+    with pytest.raises(ArtifactError, match="already exists"):
+        ref.save(out)
+    with pytest.raises(ArtifactError, match="no reference is shipped|not a complete"):
+        load_reference(tmp_path / "nothing-here")
+
+
+def test_recompute_on_other_images_of_the_same_grid(smoke: tuple[Reference, Path, Path]) -> None:
+    ref, _, out = smoke
+    grid = preset_ground_truth(ground_truth("dsprites"), "smoke")
+    official_like = ArrayGroundTruth(
+        "dsprites", grid.factor_specs, grid.all_images().copy(), source="dsprites.hdf5"
+    )
+    again = load_reference(out).recompute(official_like, num_threads=1, progress=False)
+    again.check_ground_truth(official_like)
+    assert again.record["s"]["recomputed_on"]["source"] == "official"
+    np.testing.assert_allclose(again.s, ref.s, atol=1e-5)  # the same images: the same s
+    with pytest.raises(ArtifactError, match="factor sizes"):
+        ref.recompute(ground_truth("dsprites"))
+
+
+# --- the command line, killed and resumed -------------------------------------------------------
+def _cli(workdir: Path, out: Path) -> list[str]:
+    return [
+        sys.executable, "-m", "generation.reference", "--preset", "smoke", "--steps", "60",
+        "--threads", "1", "--no-progress", "--workdir", str(workdir), "--out", str(out),
+    ]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_cli_resumes_after_a_kill_and_gives_the_same_artifact(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    whole = subprocess.run(
+        _cli(tmp_path / "w1", tmp_path / "a1"), cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert whole.returncode == 0, whole.stderr
+    assert "chosen (lowest MIG)" in whole.stdout
+
+    proc = subprocess.Popen(
+        _cli(tmp_path / "w2", tmp_path / "a2"), cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "w2").glob("restart-1/step-*")) and time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    assert not (tmp_path / "a2").exists()  # nothing half-written looks complete
+    resumed = subprocess.run(
+        _cli(tmp_path / "w2", tmp_path / "a2"), cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    for name in ("s.npy", "model.safetensors", "reference.json"):
+        assert (tmp_path / "a1" / name).read_bytes() == (tmp_path / "a2" / name).read_bytes(), name
+
+    again = subprocess.run(
+        _cli(tmp_path / "w2", tmp_path / "a2"), cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert again.returncode == 2 and "already exists" in again.stderr
