@@ -11,6 +11,10 @@ rule: ``None`` means seed 0), ``_parallel`` (classifier fits in processes) and `
 (encoding grid points in bounded chunks).
 """
 
+from ..perturbed_view import (  # re-exported: they live by the perturbation
+    Perturbation,
+    PerturbedView,
+)
 from .active_units import (
     active_units,
     information_level,
@@ -40,7 +44,6 @@ from .modularity import (
     modularity_from_mutual_information,
     modularity_per_code,
 )
-from .perturbation_hook import Perturbation, PerturbedView
 from .sampling import Encoder, encode_grid, encode_indices, sample_codes
 from .sap import sap, sap_from_score_matrix
 from .split import split_train_test

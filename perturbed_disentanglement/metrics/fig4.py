@@ -7,7 +7,7 @@ the local expansiveness (:mod:`.expansiveness`) and the explained global varianc
 How ``s`` enters (paper §5.2 "by adding an additional generating factor s, a uniform random
 variable with zero mean and unit variance, we isolate the effect of the manipulation"):
 ``s_values`` gives one value per grid point, and ``perturb(images, indices, s)`` (see
-:mod:`.perturbation_hook`) perturbs with it. Two uses:
+:mod:`..perturbed_view`) perturbs with it. Two uses:
 
 - the paper's isolated analysis: ``s_values = rng.uniform(-sqrt(3), sqrt(3), len(gt))``, an
   ``s`` independent of the factors;
@@ -32,6 +32,13 @@ import numpy as np
 
 from ..errors import InvalidArgumentError
 from ..ground_truth import GroundTruth
+from ..perturbed_view import (
+    Perturbation,
+    PerturbedView,
+    apply_perturbation,
+    check_perturbation,
+    check_s_values,
+)
 from ._checks import check_count, check_real
 from .expansiveness import (
     Expansiveness,
@@ -42,13 +49,6 @@ from .expansiveness import (
 )
 from .explained_variance import ConditionalSums, PixelMoments, s_groups
 from .grid_scan import iter_contiguous, iter_lines
-from .perturbation_hook import (
-    Perturbation,
-    PerturbedView,
-    apply_perturbation,
-    check_perturbation,
-    check_s_values,
-)
 
 #: The name ``s`` is reported under.
 S_NAME = "s"
