@@ -57,6 +57,7 @@ class BatchStream:
             raise CheckpointError(f"corrupt batch-stream state in checkpoint: {exc}") from exc
 
 
-def images_to_input(batch: torch.Tensor) -> torch.Tensor:
-    """uint8 images ``[B, H, W, C]`` (0..255) → float32 ``[B, C, H, W]`` in [0, 1], the model input."""
-    return batch.permute(0, 3, 1, 2).float().div_(255.0)
+def images_to_input(batch: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 images ``[B, H, W, C]`` (0..255) → ``[B, C, H, W]`` in [0, 1] (float32 by default),
+    the model input."""
+    return batch.permute(0, 3, 1, 2).to(dtype).div_(255.0)

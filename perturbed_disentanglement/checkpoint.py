@@ -322,5 +322,8 @@ def load_model(checkpoint_dir: str | os.PathLike, device: str | torch.device = "
         raise CheckpointError(
             f"{checkpoint.path}: the stored model settings are invalid: {exc}"
         ) from exc
+    weights = checkpoint.model_state()
+    if weights:  # a run trained in float64 ("fp64") comes back in float64
+        objective = objective.to(next(iter(weights.values())).dtype)
     load_weights(objective, checkpoint)
     return objective.to(device).eval()

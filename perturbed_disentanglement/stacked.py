@@ -16,10 +16,11 @@ each dense layer into one batched matrix product. Every run keeps what makes it 
 The loss that is backpropagated is the *sum* over the models of each model's loss: the models share
 no parameter, so each one's gradient is exactly its own. As in :func:`training.training_step` the
 VAE loss reaches only the VAE parameters and FactorVAE's discriminator loss only the
-discriminator's, both from the same forward pass, both stepped once per step. In fp32 each result
-equals ``training.train(..., precision="fp32")`` of its run up to float rounding
-(``tests/test_stacked.py``), and each run can write checkpoints in training's format, so a run
-trained in a stack can be resumed alone (or in a stack) and loaded with ``training.load_model``.
+discriminator's, both from the same forward pass, both stepped once per step. Each result equals
+``training.train`` of its run at the same precision up to float rounding (``tests/test_stacked.py``
+checks it in float64, where rounding cannot be amplified into the weights), and each run can write
+checkpoints in training's format, so a run trained in a stack can be resumed alone (or in a stack)
+and loaded with ``training.load_model``.
 """
 
 from __future__ import annotations
@@ -333,6 +334,7 @@ class StackedBatches:
         batch_size: int,
         device: torch.device,
         on_device: bool,
+        dtype: torch.dtype = torch.float32,
     ) -> None:
         sources: dict[int, torch.Tensor] = {}
         self.source_of_run: list[int] = []
@@ -350,13 +352,14 @@ class StackedBatches:
             for r in runs
         ]
         self.device = device
+        self.dtype = dtype
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Inputs ``[K, B, C, 64, 64]``, noise ``[K, B, d]`` and shuffles ``[K, d, B]``."""
         batches = [s.next() for s in self.streams]
         dev = self.device
         indices = torch.stack([b.indices for b in batches])
-        noise = torch.stack([b.noise for b in batches]).to(dev, non_blocking=True)
+        noise = torch.stack([b.noise for b in batches]).to(dev, self.dtype, non_blocking=True)
         perms = torch.stack([b.permutations for b in batches]).to(dev, non_blocking=True)
         if len(self.sources) == 1:
             source = next(iter(self.sources.values()))
@@ -368,7 +371,7 @@ class StackedBatches:
                     for key, idx in zip(self.source_of_run, indices)
                 ]
             )
-        x = images_to_input(raw.to(dev, non_blocking=True))
+        x = images_to_input(raw.to(dev, non_blocking=True), self.dtype)
         return x.view(*indices.shape, *x.shape[1:]), noise, perms
 
 
@@ -383,7 +386,9 @@ class _StackedHistory:
     def add(self, step: int, terms: Mapping[str, torch.Tensor]) -> None:
         if not self.names:
             self.names = list(terms)
-        self.pending.append((step, torch.stack([terms[n].detach().float() for n in self.names], 1)))
+        self.pending.append(
+            (step, torch.stack([terms[n].detach().double() for n in self.names], 1))
+        )
 
     def flush(self, labels: Sequence[str]) -> list[dict[str, float]] | None:
         """Move pending rows to the host; raise TrainingDivergedError at the first non-finite."""
@@ -430,10 +435,10 @@ def train_stacked(
     """Train the K ``runs`` together as one stacked model; one :class:`TrainResult` per run.
 
     All runs must be the same model with the same latent size and channel count; seeds,
-    hyperparameters and image sources may differ. In fp32 each result equals
-    ``training.train(run.model, run.images, ..., precision="fp32")`` up to float rounding.
-    ``precision`` has training's meaning ("auto", "fp32", "bf16"; the channels-last layout is not
-    used: under vmap the K models are one grouped convolution). Runs with a ``checkpoint_dir``
+    hyperparameters and image sources may differ. Each result equals
+    ``training.train(run.model, run.images, ..., precision=precision)`` up to float rounding.
+    ``precision`` has training's meaning ("auto", "fp32", "bf16", "fp64"; the channels-last layout
+    is not used: under vmap the K models are one grouped convolution). Runs with a ``checkpoint_dir``
     write training-format checkpoints every ``checkpoint_every`` steps and at the end; with
     ``resume`` (None: if all have one) the stack continues from them, which must all be at the same
     step and belong to the same runs (settings, precision and images, as
@@ -471,19 +476,19 @@ def train_stacked(
         build_objective(c["model"], c["hparams"], c["channels"], c["latent_dim"], c["seed"])
         for c in (r.config for r in resolved)
     ]
+    objectives = [o.to(dev, plan.dtype).train() for o in objectives]
     restored = _restore(resolved, objectives, resume)
     start_step = restored[0].step if restored else 0
-    objectives = [o.to(dev).train() for o in objectives]
     stack = StackedObjective(objectives, strategy)
     hparams = {
-        name: torch.tensor([o.hparams[name] for o in objectives], dtype=torch.float32, device=dev)
+        name: torch.tensor([o.hparams[name] for o in objectives], dtype=plan.dtype, device=dev)
         for name in stack.hparam_names
     }
     vae_params = stack.vae_parameters()
     disc_params = stack.discriminator_parameters()
     vae_opt = _adam(vae_params, VAE_ADAM, dev)
     disc_opt = _adam(disc_params, DISCRIMINATOR_ADAM, dev) if disc_params else None
-    data = StackedBatches(resolved, batch_size, dev, on_device)
+    data = StackedBatches(resolved, batch_size, dev, on_device, plan.dtype)
     history = _StackedHistory(k)
     if restored:
         _load_restored(restored, vae_opt, disc_opt, data, history)
@@ -741,6 +746,7 @@ def encode_stacked(
     nets = [copy.deepcopy(v).to(dev).eval() for v in vaes]
     params, buffers = stack_module_state(nets)
     params = {n: p.detach() for n, p in params.items()}
+    params_dtype = next(iter(params.values())).dtype
     # The whole VAE is stacked (its forward is the encoder) so that training.network_autocast
     # gives the same precision split as training.encode: autocast trunk, fp32 heads.
     skeleton = copy.deepcopy(nets[0]).to("meta")
@@ -756,7 +762,8 @@ def encode_stacked(
             chunk = source[start : start + batch_size]
             if dev.type == "cuda":
                 chunk = chunk.pin_memory()
-            mu = forward(params, buffers, images_to_input(chunk.to(dev, non_blocking=True)))
+            x = images_to_input(chunk.to(dev, non_blocking=True), params_dtype)
+            mu = forward(params, buffers, x)
             out[:, start : start + len(chunk)] = mu.float().cpu()
     return out.numpy()
 

@@ -7,10 +7,12 @@ randomness of a run comes from one :class:`~.batches.BatchStream`, and the initi
 :func:`~.zoo.build_objective`, so a run is fixed by (model, hyperparameters, data, seed, batch size)
 and a resumed run equals an uninterrupted one bitwise (CPU, fp32).
 
-Precision: ``"fp32"`` is the exact reference; ``"bf16"`` runs the networks (not the loss terms)
-under bfloat16 autocast; ``"auto"`` picks per device what measured fastest while staying close to
-fp32: on the CPU fp32 arithmetic (bf16, channels-last and torch.compile measured no faster on our
-CPU), on a GPU bf16 autocast with channels-last (see :data:`AUTO_PRECISION` and
+Precision: ``"fp32"`` is the exact reference; ``"fp64"`` keeps parameters, inputs and optimizer
+state in float64 (slow; for checks that must not depend on float32 rounding, e.g. that a stacked
+run equals its runs trained one by one on any CPU); ``"bf16"`` runs the networks (not the loss
+terms) under bfloat16 autocast; ``"auto"`` picks per device what measured fastest while staying
+close to fp32: on the CPU fp32 arithmetic (bf16, channels-last and torch.compile measured no faster
+on our CPU), on a GPU bf16 autocast with channels-last (see :data:`AUTO_PRECISION` and
 ``benchmarks/bench_training.py``).
 
 Threads: CPU results differ in the last bits between thread counts, so a seed fixes the result for
@@ -56,16 +58,19 @@ DISCRIMINATOR_ADAM = {"lr": 1e-4, "betas": (0.5, 0.9), "eps": 1e-8}
 # Number of generative factors, the default latent size when the images are a bare array.
 DATASET_FACTORS = {"dsprites": 5, "shapes3d": 6}
 
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp64")
+ENCODE_PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass(frozen=True)
 class PrecisionPlan:
-    """How a run computes: autocast dtype for the networks (None = fp32) and memory format."""
+    """How a run computes: autocast dtype for the networks (None = none), memory format, and the
+    dtype of parameters, inputs and optimizer state."""
 
     name: str
     autocast_dtype: torch.dtype | None
     channels_last: bool
+    dtype: torch.dtype = torch.float32
 
 
 # What ``precision="auto"`` means per device type. On our CPU (Xeon, avx512_bf16 but no AMX)
@@ -79,13 +84,16 @@ AUTO_PRECISION = {
 
 
 def resolve_precision(precision: str, device: torch.device) -> PrecisionPlan:
-    """The :class:`PrecisionPlan` for ``precision`` ("auto", "fp32" or "bf16") on ``device``."""
+    """The :class:`PrecisionPlan` for ``precision`` ("auto", "fp32", "bf16", "fp64") on
+    ``device``."""
     if precision not in PRECISIONS:
         raise InvalidArgumentError(
             f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}"
         )
     if precision == "fp32":
         return PrecisionPlan("fp32", None, False)
+    if precision == "fp64":
+        return PrecisionPlan("fp64", None, False, torch.float64)
     if precision == "bf16":
         return PrecisionPlan("bf16", torch.bfloat16, device.type == "cuda")
     return AUTO_PRECISION.get(device.type, PrecisionPlan("fp32", None, False))
@@ -289,7 +297,7 @@ def training_step(
     into the discriminator's only (``backward(inputs=…)``), then both optimizers step once.
     """
     device = x.device
-    noise = batch.noise.to(device, non_blocking=True)
+    noise = batch.noise.to(device, x.dtype, non_blocking=True)
     permutations = batch.permutations.to(device, non_blocking=True)
     optimizers.vae.zero_grad(set_to_none=True)
     if optimizers.discriminator is not None:
@@ -338,7 +346,7 @@ def probe_threads(
                 torch.set_num_threads(n)
                 batch = stream.next()
                 t = time.perf_counter()
-                x = images_to_input(source.index_select(0, batch.indices))
+                x = images_to_input(source.index_select(0, batch.indices), plan.dtype)
                 if plan.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 training_step(probe, optimizers, x, batch, autocast_dtype=plan.autocast_dtype)
@@ -431,7 +439,7 @@ class _History:
 
     def add(self, step: int, terms: Mapping[str, torch.Tensor]) -> None:
         names = list(terms)
-        self.pending.append((step, names, torch.stack([terms[n].float() for n in names])))
+        self.pending.append((step, names, torch.stack([terms[n].double() for n in names])))
 
     def flush(self) -> dict[str, float] | None:
         """Move pending rows to the host; raise TrainingDivergedError on the first non-finite."""
@@ -589,7 +597,7 @@ def train(
     elif resume:
         raise InvalidArgumentError("resume=True needs a checkpoint_dir")
 
-    objective = objective.to(dev)
+    objective = objective.to(dev, plan.dtype)
     if plan.channels_last:
         objective = objective.to(memory_format=torch.channels_last)
     optimizers = make_optimizers(objective)
@@ -662,7 +670,9 @@ def train(
         for step in range(start_step + 1, steps + 1):
             t_data = time.perf_counter()
             batch = stream.next()
-            x = images_to_input(source.index_select(0, batch.indices).to(dev, non_blocking=True))
+            x = images_to_input(
+                source.index_select(0, batch.indices).to(dev, non_blocking=True), plan.dtype
+            )
             if plan.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             data_time += time.perf_counter() - t_data
@@ -741,7 +751,8 @@ def encode(
     Batched, without gradients, in eval mode (the model's mode is restored). ``device`` defaults to
     the model's; on a GPU the uint8 batches travel pinned and are converted there. ``precision``:
     "fp32" (default: s and the metrics read μ, so exact by default), "bf16" (autocast trunk, fp32
-    heads) or "auto" (bf16 on a GPU, fp32 on the CPU). ``num_threads`` sets torch's CPU threads
+    heads) or "auto" (bf16 on a GPU, fp32 on the CPU); the arithmetic is otherwise the model's
+    own (a model trained in "fp64" encodes in float64). ``num_threads`` sets torch's CPU threads
     for the call (on a machine shared with busy processes one thread can be several times faster
     than two; see benchmarks/bench_training.py).
     """
@@ -752,10 +763,11 @@ def encode(
             f"images have {array.shape[3]} channel(s) but the model expects {vae.channels}"
         )
     model_device = next(vae.parameters()).device
+    input_dtype = next(vae.parameters()).dtype
     dev = model_device if device is None else resolve_device(device)
-    if precision not in PRECISIONS:
+    if precision not in ENCODE_PRECISIONS:
         raise InvalidArgumentError(
-            f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}"
+            f"precision must be one of {', '.join(ENCODE_PRECISIONS)}, got {precision!r}"
         )
     dtype = None
     if precision == "bf16" or (precision == "auto" and dev.type == "cuda"):
@@ -782,7 +794,7 @@ def encode(
                 chunk = source[start : start + batch_size]
                 if dev.type == "cuda":
                     chunk = chunk.pin_memory().to(dev, non_blocking=True)
-                m, lv = net(images_to_input(chunk))
+                m, lv = net(images_to_input(chunk, input_dtype))
                 mu[start : start + len(chunk)] = m.float().cpu().numpy()
                 logvar[start : start + len(chunk)] = lv.float().cpu().numpy()
     finally:

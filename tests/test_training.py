@@ -308,6 +308,8 @@ def test_encode_refuses_bad_input(images: np.ndarray) -> None:
         encode(objective, images.astype(np.float64) / 255)
     with pytest.raises(InvalidArgumentError, match="Objective, a VAE"):
         encode(42, images)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError, match="precision"):  # a model's dtype is its own
+        encode(objective, images, precision="fp64")
 
 
 # --- determinism, resume guards and argument checks (review fixes) -------------------------------
