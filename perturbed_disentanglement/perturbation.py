@@ -511,7 +511,8 @@ def perturb(
     def work(a: int, b: int) -> None:
         if getattr(local, "mask", None) is None:
             local.mask = np.empty((chunk, IMAGE_SIZE, IMAGE_SIZE, channels), np.uint8)
-            local.high = np.full(local.mask.shape, 255 - d, np.uint8)
+            # an array, not a scalar: numpy's minimum with a scalar skips its SIMD loop
+            local.high = np.full((1, IMAGE_SIZE, IMAGE_SIZE, channels), 255 - d, np.uint8)
         for lo in range(a, b, chunk):
             hi = min(lo + chunk, b)
             m = local.mask[: hi - lo]
@@ -520,7 +521,7 @@ def perturb(
             # x + d (f = +1) saturates as min(x, 255 - d) + d; x - d (f = -1) is the same on
             # the complement 255 - x = x ^ 0xFF: so y = (min(x ^ m, 255 - d) + d) ^ m
             np.bitwise_xor(images[lo:hi], m, out=y)
-            np.minimum(y, local.high[: hi - lo], out=y)
+            np.minimum(y, local.high, out=y)
             np.add(y, np.uint8(d), out=y)
             np.bitwise_xor(y, m, out=y)
 

@@ -508,3 +508,23 @@ def test_fig4_sees_the_pattern_move_with_s_and_the_noise_not(pattern):
 
 PINNED_PATTERN_SHA256 = "977330137db910181e5c51d29be854b5e18e2e3f824d411bcb950b8d64e9b1e1"
 PINNED_NOISE_ROW = [149, 67, 214, 14, 156, 2, 18, 160]
+
+
+def test_benchmark_smoke_runs():
+    """benchmarks/bench_perturbation.py --smoke (dSprites, 512 images) runs and checks the bound."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_perturbation.py"
+    out = subprocess.run(
+        [sys.executable, str(script), "--smoke", "--dataset", "dsprites"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    ).stdout
+    rows = {line.split()[0]: line for line in out.splitlines() if "|" in line}
+    assert {"copy", "perturb", "noise"} <= set(rows)
+    # the largest change seen on a sample of rows: exactly max_step(0.1) = 25
+    assert int(rows["perturb"].split()[-1]) == 25 and int(rows["noise"].split()[-1]) == 25
