@@ -16,7 +16,6 @@ a small table, so a whole row is one table look-up per pair of crossings, shared
 
 from __future__ import annotations
 
-import hashlib
 import os
 import warnings
 import zipfile
@@ -28,13 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DataFormatError, InvalidArgumentError
-from .ground_truth import (
-    ArrayGroundTruth,
-    Factor,
-    GroundTruth,
-    existing_file,
-    verify_sha256,
-)
+from .files import existing_file, file_digest, verify_sha256
+from .grid import ArrayGroundTruth, Factor, GroundTruth
 
 # --- the factor grid (official order without the constant colour factor) ---------------------
 SHAPES = ("square", "ellipse", "heart")
@@ -422,14 +416,6 @@ def _to_255(imgs: np.ndarray, p: Path, key: str) -> np.ndarray:
     return imgs.reshape(*imgs.shape, 1)
 
 
-def _md5_of(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _npz_header(zf: zipfile.ZipFile, member: str, p: Path):
     with zf.open(member) as fh:
         version = np.lib.format.read_magic(fh)
@@ -470,7 +456,7 @@ def _read_npz(p: Path, n: int, verify_checksum: bool, subset) -> np.ndarray:
         if fortran:
             raise DataFormatError(f"{p}: {key!r} is stored in Fortran order, expected C order")
     if verify_checksum:
-        md5 = _md5_of(p)
+        md5 = file_digest(p, "md5")
         if md5 != NPZ_MD5_UNCONFIRMED:
             warnings.warn(
                 f"{p}: md5 {md5} differs from {NPZ_MD5_UNCONFIRMED}, the md5 a third party "

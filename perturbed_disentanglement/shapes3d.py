@@ -25,7 +25,8 @@ import h5py
 import numpy as np
 
 from .errors import DataFormatError, InvalidArgumentError
-from .ground_truth import Factor, GroundTruth, existing_file, verify_sha256
+from .files import existing_file, verify_sha256
+from .grid import Factor, GroundTruth
 
 # --- factors (official order; orientation varies fastest) ------------------------------------
 HUES = np.linspace(0.0, 0.9, 10)
