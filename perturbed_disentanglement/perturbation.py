@@ -261,6 +261,8 @@ def _check_out(out: np.ndarray | None, images: np.ndarray) -> np.ndarray:
         raise InvalidArgumentError(
             f"out must be a uint8 array of the images' shape {list(images.shape)}"
         )
+    if not (out.flags.c_contiguous and out.flags.writeable):
+        raise InvalidArgumentError("out must be a writeable C-contiguous array")
     if out is not images and np.may_share_memory(out, images):
         raise InvalidArgumentError("out must be the images themselves or not overlap them")
     return out
@@ -567,8 +569,7 @@ def uniform_noise(
         lane_state = np.arange(1, words + 1, dtype=np.uint64) * np.uint64(GOLDEN_GAMMA)
         lane_state += np.uint64(key)
         row_state = indices.astype(np.uint64) * np.uint64((words * GOLDEN_GAMMA) & _MASK64)
-    flat_in = images.reshape(n, samples)
-    flat_out = result.reshape(n, samples)
+    flat_out = result.reshape(n, samples)  # a view: result is C-contiguous
     rows = max(1, _NOISE_CHUNK_SAMPLES // samples)  # whole images per in-cache step
     pieces = max(1, samples // _NOISE_CHUNK_SAMPLES)  # or pieces of an image
     piece_words = words // pieces if words % pieces == 0 else words
@@ -613,7 +614,7 @@ def uniform_noise(
         np.right_shift(r.view("<i2"), np.int16(15), out=sign16)  # bit 15 set -> -1
         add = buf["add"][:ns]
         np.copyto(add, sign16, casting="unsafe")  # 0xFF: add m, 0: subtract m
-        x = flat_in[lo:hi, 4 * w0 : 4 * w1]
+        x = images[lo:hi].reshape(nr, samples)[:, 4 * w0 : 4 * w1]  # a copy only if strided
         y = flat_out[lo:hi, 4 * w0 : 4 * w1]
         add, mag = add.reshape(nr, 4 * nw), mag.reshape(nr, 4 * nw)
         # x - m saturates as max(x, m) - m; x + m is the same on the complement x ^ 0xFF:

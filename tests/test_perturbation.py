@@ -347,6 +347,12 @@ def test_noise_is_keyed_by_index_alone():
     # another seed, or the same image under another index, gets other noise
     assert not np.array_equal(uniform_noise(x, idx, 0.1, 6), whole)
     assert not np.array_equal(uniform_noise(x[:1], idx[1:2], 0.1, 5), whole[:1])
+    # strided input (a view of every other image) works and gives the same bytes
+    np.testing.assert_array_equal(uniform_noise(x[::2], idx[::2], 0.1, 5), whole[::2])
+    flipped = x[..., ::-1]
+    np.testing.assert_array_equal(
+        uniform_noise(flipped, idx, 0.1, 5), uniform_noise(flipped.copy(), idx, 0.1, 5)
+    )
     # duplicates: the same index gives the same bytes
     dup = uniform_noise(x[[3, 3]], idx[[3, 3]], 0.1, 5)
     np.testing.assert_array_equal(dup, whole[[3, 3]])
@@ -458,8 +464,11 @@ def test_refuses_bad_seed_pattern_out_and_threads(pattern):
         perturb(x, [0.0, 0.0], 0.1, pattern.to_dict())
     with pytest.raises(InvalidArgumentError, match="out"):
         perturb(x, [0.0, 0.0], 0.1, pattern, out=np.empty((2, 64, 64, 3), np.uint8))
+    three = random_images(3, 1)
     with pytest.raises(InvalidArgumentError, match="overlap"):
-        uniform_noise(x, [0, 1], 0.1, 0, out=x[::-1])
+        uniform_noise(three[:2], [0, 1], 0.1, 0, out=three[1:])
+    with pytest.raises(InvalidArgumentError, match="C-contiguous"):
+        uniform_noise(x, [0, 1], 0.1, 0, out=np.empty((4, 64, 64, 1), np.uint8)[::2])
     with pytest.raises(InvalidArgumentError, match="threads"):
         perturb(x, [0.0, 0.0], 0.1, pattern, threads=0)
 
