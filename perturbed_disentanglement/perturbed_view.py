@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import DataFormatError, InvalidArgumentError
-from .ground_truth import GroundTruth
+from .grid import GroundTruth
 from .perturbation import Perturbation
 
 
