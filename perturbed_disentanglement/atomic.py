@@ -19,6 +19,27 @@ from typing import Any
 import numpy as np
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+#: Permissions of what we write: as a plain ``open()``/``mkdir()`` would give under the umask
+#: (``mkstemp``/``mkdtemp`` create private 0600/0700 entries, wrong for published files).
+FILE_MODE = 0o666 & ~_umask()
+DIR_MODE = 0o777 & ~_umask()
+
+
+def make_temp_dir(target: str | os.PathLike) -> Path:
+    """A fresh, empty folder beside ``target`` (same filesystem) with ordinary permissions."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    os.chmod(tmp, DIR_MODE)
+    return tmp
+
+
 def fsync_dir(path: str | os.PathLike) -> None:
     """Flush a directory entry (so a rename survives a power cut); a no-op where unsupported."""
     try:
@@ -39,6 +60,7 @@ def write_atomic(path: str | os.PathLike, write: Callable[[io.BufferedWriter], N
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
+        os.chmod(tmp, FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

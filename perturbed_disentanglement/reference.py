@@ -26,7 +26,6 @@ import math
 import os
 import platform
 import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,7 +35,15 @@ import numpy as np
 import torch
 
 from . import __version__
-from .atomic import fsync_dir, replace_dir, write_atomic, write_json_atomic, write_npy_atomic
+from .atomic import (
+    fsync_dir,
+    make_temp_dir,
+    replace_dir,
+    write_atomic,
+    write_bytes_atomic,
+    write_json_atomic,
+    write_npy_atomic,
+)
 from .errors import ArtifactError, InvalidArgumentError
 from .ground_truth import GroundTruth, sha256_of
 from .metrics import (
@@ -244,13 +251,13 @@ class Reference:
         target = Path(out)
         if target.exists() and not overwrite:
             raise ArtifactError(f"{target} already exists; pass overwrite=True to replace it")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        tmp = make_temp_dir(target)
         try:
-            from safetensors.torch import save_file
+            from safetensors.torch import save  # bytes: save_file would create a 0600 file
 
             write_npy_atomic(tmp / S_FILE, self.s.astype("<f4"))
-            save_file({k: v.contiguous() for k, v in self.weights.items()}, tmp / WEIGHTS_FILE)
+            weights = save({k: v.contiguous() for k, v in self.weights.items()})
+            write_bytes_atomic(tmp / WEIGHTS_FILE, weights)
             record = json.loads(json.dumps(self.record))
             record["model"]["file_sha256"] = sha256_of(tmp / WEIGHTS_FILE)
             write_json_atomic(tmp / RECORD_FILE, record)

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from perturbed_disentanglement import ground_truth
+from perturbed_disentanglement.atomic import DIR_MODE, FILE_MODE
 from perturbed_disentanglement.errors import ArtifactError, InvalidArgumentError
 from perturbed_disentanglement.ground_truth import ArrayGroundTruth
 from perturbed_disentanglement.reference import (
@@ -158,6 +159,9 @@ def test_artifact_round_trip(smoke: tuple[Reference, Path, Path]) -> None:
     assert loaded.weights.keys() == ref.weights.keys()
     assert all(torch.equal(loaded.weights[k], ref.weights[k]) for k in ref.weights)
     assert sorted(p.name for p in out.iterdir()) == ["model.safetensors", "reference.json", "s.npy"]
+    # published files get ordinary permissions (not mkstemp's private 0600)
+    assert out.stat().st_mode & 0o777 == DIR_MODE
+    assert all(p.stat().st_mode & 0o777 == FILE_MODE for p in out.iterdir())
     # the encoder in the artifact reproduces s
     mu = loaded.vae()(torch.from_numpy(grid.images(np.arange(64))).permute(0, 3, 1, 2) / 255.0)[0]
     x = mu[:, loaded.latent].detach().double().numpy()
