@@ -13,7 +13,7 @@ import pytest
 from perturbed_disentanglement.errors import InvalidArgumentError
 from perturbed_disentanglement.ground_truth import ArrayGroundTruth, Factor
 from perturbed_disentanglement.metrics import fig4_quantities
-from perturbed_disentanglement.perturbation import Pattern, pattern_perturbation
+from perturbed_disentanglement.perturbation import Pattern, default_strength, pattern_perturbation
 from perturbed_disentanglement.strength import (
     Fig4Point,
     choose,
@@ -142,3 +142,14 @@ def test_cli_writes_the_table_json_and_figure(tmp_path: Path) -> None:
     assert (tmp_path / "fig4_dsprites.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     bad = subprocess.run([*cmd[:3], "--kappas", "x"], cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode == 2 and "comma-separated numbers" in bad.stderr
+
+
+def test_the_defaults_are_the_committed_measurements() -> None:
+    """DEFAULT_STRENGTH holds what `generation.choose_strength` chose (docs/fig4_<dataset>.json)."""
+    measured = sorted(ROOT.glob("docs/fig4_*.json"))
+    assert ROOT / "docs" / "fig4_dsprites.json" in measured
+    for path in measured:
+        record = json.loads(path.read_text())
+        choice = record["choice"]
+        assert default_strength(record["dataset"]) == (choice["kappa"], choice["epsilon"]), path
+        assert record["pairs_per_quantity"] >= 10_000  # the README's "10,000 pairs per quantity"
