@@ -1,0 +1,129 @@
+"""The build manifest (``manifest.json``) and the folder's ownership record.
+
+The manifest is the provenance of a published dataset folder (SPEC §4): build parameters, seeds,
+package version, the reference's restarts and the chosen one, the pattern, the PNG encoder and
+Parquet writer with their versions, and every shard's sha256 and row count. It holds no times or
+machine paths, so the same build gives the same manifest; the card is rendered from it and
+``python -m generation.verify`` checks the folder against it.
+
+The ownership record (:data:`STATE_FILE`, hidden, never uploaded) lists every file the package
+wrote into the folder: a rebuild replaces or removes only those, and refuses a folder holding
+anything else unless told to (``--overwrite``), so nothing it did not write is ever deleted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from perturbed_disentanglement.atomic import write_json_atomic
+from perturbed_disentanglement.errors import ArtifactError
+
+MANIFEST_FILE = "manifest.json"
+CARD_FILE = "README.md"
+FIGURE_FILE = "images/samples.png"
+STATE_FILE = ".perturbed-disentanglement-build.json"
+FORMAT = "perturbed-disentanglement/dataset-manifest"
+FORMAT_VERSION = 1
+STATE_FORMAT = "perturbed-disentanglement/build-state"
+
+_REQUIRED = (
+    "format",
+    "format_version",
+    "name",
+    "dataset",
+    "smoke",
+    "package_version",
+    "ground_truth",
+    "build",
+    "reference",
+    "s",
+    "pattern",
+    "png",
+    "parquet",
+    "features",
+    "configs",
+    "figure",
+)
+
+
+def manifest_text(manifest: dict[str, Any]) -> str:
+    """The manifest's canonical file content (sorted keys, indented: stable bytes)."""
+    return json.dumps(manifest, indent=2, sort_keys=True, allow_nan=False) + "\n"
+
+
+def manifest_sha256(manifest: dict[str, Any]) -> str:
+    return hashlib.sha256(manifest_text(manifest).encode()).hexdigest()
+
+
+def write_manifest(folder: str | os.PathLike, manifest: dict[str, Any]) -> str:
+    """Write ``manifest.json`` atomically; returns its sha256."""
+    write_json_atomic(Path(folder) / MANIFEST_FILE, manifest)
+    return manifest_sha256(manifest)
+
+
+def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
+    """The folder's manifest, checked for format and required entries (ArtifactError if not)."""
+    path = Path(folder) / MANIFEST_FILE
+    if not path.is_file():
+        raise ArtifactError(
+            f"{folder} has no {MANIFEST_FILE}: it is not a finished build of this package "
+            "(an interrupted build resumes when rerun with the same command)"
+        )
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ArtifactError(f"{path} is not a {FORMAT} manifest")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ArtifactError(
+            f"{path}: manifest format version {manifest.get('format_version')!r}; this package "
+            f"reads version {FORMAT_VERSION}"
+        )
+    missing = [k for k in _REQUIRED if k not in manifest]
+    if missing:
+        raise ArtifactError(f"{path} lacks the entries {missing}")
+    return manifest
+
+
+def listed_files(manifest: dict[str, Any]) -> list[str]:
+    """Every file of the dataset a manifest describes (relative POSIX paths), README included."""
+    files = [CARD_FILE, MANIFEST_FILE, manifest["figure"]["path"]]
+    for config in manifest["configs"].values():
+        files += [shard["path"] for shard in config["shards"]]
+    return files
+
+
+# --- the ownership record -------------------------------------------------------------------
+def read_state(folder: str | os.PathLike) -> dict[str, Any] | None:
+    """The folder's ownership record, or None if absent or unreadable (then nothing is ours)."""
+    path = Path(folder) / STATE_FILE
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        return None
+    if not isinstance(state.get("written"), list) or not isinstance(state.get("accepted"), list):
+        return None
+    return state
+
+
+def new_state(accepted: list[str] | None = None) -> dict[str, Any]:
+    """A fresh record: nothing written yet; ``accepted``: other files left alone on purpose."""
+    return {
+        "format": STATE_FORMAT,
+        "written": [],
+        "accepted": sorted(accepted or []),
+        "complete": False,
+        "verified_manifest": None,
+    }
+
+
+def write_state(folder: str | os.PathLike, state: dict[str, Any]) -> None:
+    state = {**state, "written": sorted(set(state["written"]))}
+    write_json_atomic(Path(folder) / STATE_FILE, state)
