@@ -224,9 +224,7 @@ class PerturbedBuilder(abc.ABC):
             dataset_size=num_bytes,
         )
 
-    def card_metadata(
-        self, configs: Mapping[str, Mapping[str, Any]], *, smoke: bool = False
-    ) -> dict[str, Any]:
+    def card_metadata(self, configs: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
         """The card's YAML entries for the configs of a manifest (``{name: {rows, bytes}}``).
 
         ``configs:`` points each config at ``data/<config>/train-*`` (``perturbed`` is the

@@ -124,7 +124,8 @@ def card_context(manifest: dict[str, Any], builder: Any, manifest_sha256: str) -
     proto = ref["protocol"]
     build = manifest["build"]
     configs = []
-    for name, c in manifest["configs"].items():
+    for name in build["configs"]:  # the build's order (the manifest's keys are sorted)
+        c = manifest["configs"][name]
         configs.append(
             {
                 "name": name,
@@ -174,7 +175,14 @@ def card_context(manifest: dict[str, Any], builder: Any, manifest_sha256: str) -
         gt_summary += (
             f" Smoke sub-grid: every k-th value of each factor ({_strides(gt['strides'])})."
         )
-    main = next(c for c in manifest["configs"].values() if c["kind"] != "original")
+    main = next(
+        (
+            manifest["configs"][n]
+            for n in build["configs"]
+            if manifest["configs"][n]["kind"] != "original"
+        ),
+        None,
+    )
     pattern = manifest["pattern"]
     png = next(iter(manifest["png"].values()))
     figure = manifest["figure"]
@@ -232,7 +240,7 @@ def render_card(manifest: dict[str, Any], builder: Any, manifest_sha256: str) ->
     from builders.citations import LICENSE
 
     metadata = builder.card_metadata(
-        {name: c for name, c in manifest["configs"].items()}, smoke=manifest["smoke"]
+        {name: manifest["configs"][name] for name in manifest["build"]["configs"]}
     )
     size = "1K<n<10K" if manifest["ground_truth"]["num_images"] < 10_000 else builder.size_category
     card_data = DatasetCardData(

@@ -82,6 +82,8 @@ from perturbed_disentanglement.perturbation import (
 )
 from perturbed_disentanglement.reference import (
     PRESETS,
+    RECORD_FILE,
+    SHIPPED_DIR,
     Reference,
     grid_identity,
     load_reference,
@@ -230,6 +232,39 @@ def _check_workdir(workdir: Path, out: Path) -> None:
         )
 
 
+def check_out(out: Path, workdir: Path, overwrite: bool) -> list[str]:
+    """Refuse ``out`` if it holds files the package did not write (unless ``overwrite``);
+    returns those files. Reads only: nothing is created or changed."""
+    if out.exists() and not out.is_dir():
+        raise BuildError(f"--out {out} exists and is not a folder")
+    if not out.exists():
+        return []
+    state = read_state(out)
+    owned = set(state["written"]) if state else set()
+    accepted = set(state["accepted"]) if state else set()
+    foreign = [
+        f
+        for f in _files(out)
+        if f not in owned and f not in accepted and not (state and _is_temp(f))
+    ]
+    if foreign and not overwrite:
+        shown = ", ".join(foreign[:8]) + (
+            f", … ({len(foreign)} in all)" if len(foreign) > 8 else ""
+        )
+        raise BuildError(
+            f"--out {out} already holds files this package did not write ({shown}). Choose "
+            "an empty or new folder, or pass --overwrite to build into it: files at the "
+            "build's paths (README.md, manifest.json, data/, images/) are then moved to "
+            f"{workdir / 'displaced'}, every other file is left untouched; nothing is deleted"
+        )
+    return foreign
+
+
+def _is_temp(rel: str) -> bool:
+    """A temporary file of an interrupted atomic write at one of the build's paths."""
+    return bool(_TEMP.search(rel)) and _is_build_path(rel)
+
+
 def prepare_out(
     out: Path, workdir: Path, overwrite: bool, log: Callable[[str], None]
 ) -> tuple[dict, str | None]:
@@ -241,39 +276,26 @@ def prepare_out(
     finished; temporary files of an interrupted run are removed. Also returns the sha256 of the
     manifest the folder last verified with (None if never).
     """
-    if out.exists() and not out.is_dir():
-        raise BuildError(f"--out {out} exists and is not a folder")
+    foreign = check_out(out, workdir, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     state = read_state(out)
-    files = _files(out)
     owned = set(state["written"]) if state else set()
     accepted = set(state["accepted"]) if state else set()
-    temps = [f for f in files if state and _TEMP.search(f) and _is_build_path(f)]
-    foreign = [f for f in files if f not in owned and f not in accepted and f not in temps]
-    if foreign:
-        if not overwrite:
-            shown = ", ".join(foreign[:8]) + (
-                f", … ({len(foreign)} in all)" if len(foreign) > 8 else ""
-            )
-            raise BuildError(
-                f"--out {out} already holds files this package did not write ({shown}). Choose "
-                "an empty or new folder, or pass --overwrite to build into it: files at the "
-                "build's paths (README.md, manifest.json, data/, images/) are then moved to "
-                f"{workdir / 'displaced'}, every other file is left untouched; nothing is deleted"
-            )
-        displaced = [f for f in foreign if _is_build_path(f)]
-        if displaced:
-            n = 1
-            while (workdir / "displaced" / str(n)).exists():
-                n += 1
-            target = workdir / "displaced" / str(n)
-            for rel in displaced:
-                (target / rel).parent.mkdir(parents=True, exist_ok=True)
-                shutil.move(str(out / rel), str(target / rel))
-            log(f"moved {len(displaced)} file(s) that were in the way to {target}")
-        accepted |= {f for f in foreign if not _is_build_path(f)}
-    for rel in temps:
-        (out / rel).unlink(missing_ok=True)
+    displaced = [f for f in foreign if _is_build_path(f)]
+    if displaced:
+        n = 1
+        while (workdir / "displaced" / str(n)).exists():
+            n += 1
+        target = workdir / "displaced" / str(n)
+        for rel in displaced:
+            (target / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(out / rel), str(target / rel))
+        log(f"moved {len(displaced)} file(s) that were in the way to {target}")
+    accepted |= {f for f in foreign if not _is_build_path(f)}
+    if state:
+        for rel in _files(out):
+            if _is_temp(rel):
+                (out / rel).unlink(missing_ok=True)
     state = state or new_state()
     state["accepted"] = sorted(accepted)
     previous = state.get("verified_manifest")
@@ -313,6 +335,23 @@ def _ground_truth(
         info["source_file"] = Path(opts.source).name
         info["source_sha256"] = sha256_of(opts.source)
     return gt, grid, info
+
+
+def _no_shipped_reference(dataset: str, why: str) -> BuildError:
+    return BuildError(
+        f"the default build uses the reference shipped with the package, and none is installed "
+        f"for {dataset} ({why}). Either train one in this build with `--retrain --preset cpu` "
+        f"(hours on a CPU; `--preset paper` on a GPU), or pass `--reference PATH` (a folder "
+        f"written by `python -m generation.reference`), or try the pipeline in seconds with "
+        f"`--smoke`"
+    )
+
+
+def _check_shipped(dataset: str) -> None:
+    """Fail fast, before anything is written, when the default build has no reference."""
+    folder = SHIPPED_DIR / dataset
+    if not (folder / RECORD_FILE).is_file():
+        raise _no_shipped_reference(dataset, f"{folder / RECORD_FILE} is missing")
 
 
 def _reference_record(ref: Reference, source: dict[str, Any]) -> dict[str, Any]:
@@ -373,13 +412,7 @@ def _reference(
         try:
             ref = load_reference(opts.dataset, shipped=True)
         except ArtifactError as exc:
-            raise BuildError(
-                f"the default build uses the reference shipped with the package, and none is "
-                f"installed for {opts.dataset} ({exc}). Either train one in this build with "
-                f"`--retrain --preset cpu` (hours on a CPU; `--preset paper` on a GPU), or pass "
-                f"`--reference PATH` (a folder written by `python -m generation.reference`), "
-                f"or try the pipeline in seconds with `--smoke`"
-            ) from exc
+            raise _no_shipped_reference(opts.dataset, str(exc)) from exc
         source = {"source": "shipped"}
     try:
         ref.check_ground_truth(grid)
@@ -602,11 +635,14 @@ def build(opts: BuildOptions, log: Callable[[str], None] = print) -> BuildResult
     configs = plan_configs(opts.kinds, opts.epsilons)
     stages = _Stages(log)
     t_start = time.perf_counter()
+    if not (opts.reference or opts.retrain):
+        _check_shipped(opts.dataset)  # fail fast: nothing is read or written yet
+    check_out(out, workdir, opts.overwrite)  # refuse a foreign folder before any work
     _check_workdir(workdir, out)
-    state, previously_verified = prepare_out(out, workdir, opts.overwrite, log)
 
     gt, grid, gt_info = stages.run("ground truth", lambda: _ground_truth(opts, builder))
     log(f"  {grid!r}: {len(grid):,} images")
+    state, previously_verified = prepare_out(out, workdir, opts.overwrite, log)
 
     def s_stage() -> tuple[np.ndarray, dict]:
         s, ref_info = _reference(opts, gt, grid, workdir, log)

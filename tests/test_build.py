@@ -1,0 +1,412 @@
+"""The build end to end at smoke scale: CLI, read-back with the real load_dataset, determinism,
+caching and resumption, and every bad input of issue 8.
+
+One smoke build (``python -m generation.build --smoke``, a subprocess, as a user types it) is
+shared by the whole session, across xdist workers (a file lock); tests that change a build work on
+a copy of it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from filelock import FileLock
+
+from builders import get_builder
+from builders.base import sha256_file
+from builders.manifest import STATE_FILE, read_manifest, read_state
+from generation import build as build_module
+from generation.build import BuildError, BuildOptions, build, main, resolve_options
+from perturbed_disentanglement import ground_truth
+from perturbed_disentanglement.errors import InvalidArgumentError
+from perturbed_disentanglement.perturbation import default_strength, max_step
+from perturbed_disentanglement.reference import SHIPPED_DIR, preset_ground_truth
+
+ROOT = Path(__file__).resolve().parents[1]
+NAME = "perturbed-dsprites"
+
+
+@dataclass(frozen=True)
+class SmokeBuild:
+    out: Path
+    workdir: Path
+    stdout: str
+
+
+def _shared_dir(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if worker_id != "master" else base  # one folder per session
+
+
+@pytest.fixture(scope="session")
+def smoke_build(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> SmokeBuild:
+    """``python -m generation.build --smoke`` once per session (the first worker builds)."""
+    root = _shared_dir(tmp_path_factory, worker_id) / "smoke-build"
+    with FileLock(str(root) + ".lock"):
+        done = root / "stdout.txt"
+        if not done.exists():
+            shutil.rmtree(root, ignore_errors=True)
+            root.mkdir(parents=True)
+            proc = subprocess.run(
+                [sys.executable, "-m", "generation.build", "--smoke", "--no-progress"]
+                + ["--out", str(root / NAME), "--workdir", str(root / "work")],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=900,
+            )
+            assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+            done.write_text(proc.stdout)
+    return SmokeBuild(root / NAME, root / "work", done.read_text())
+
+
+def copy_build(original: SmokeBuild, where: Path) -> SmokeBuild:
+    """A private copy (folder and work directory) that a test may change."""
+    out, workdir = where / NAME, where / "work"
+    shutil.copytree(original.out, out)
+    shutil.copytree(original.workdir, workdir)
+    return SmokeBuild(out, workdir, original.stdout)
+
+
+def run_build(out: Path, workdir: Path, **options) -> tuple[build_module.BuildResult, list[str]]:
+    logged: list[str] = []
+    opts = BuildOptions(smoke=True, out=str(out), workdir=str(workdir), progress=False, **options)
+    return build(opts, log=logged.append), logged
+
+
+def shard_hashes(folder: Path) -> dict[str, str]:
+    return {p.relative_to(folder).as_posix(): sha256_file(p) for p in folder.glob("data/*/*")}
+
+
+def smoke_grid():
+    return preset_ground_truth(ground_truth("dsprites"), "smoke")
+
+
+# --- the smoke build, read back --------------------------------------------------------------
+@pytest.mark.slow
+def test_smoke_build_cli_summary_and_layout(smoke_build: SmokeBuild) -> None:
+    out = smoke_build.stdout
+    assert "perturbed-dsprites (smoke build)" in out and "verified: yes" in out
+    for word in ("perturbed", "noise", "original", "kappa = 64", "epsilon = 0.125", "MIG"):
+        assert word in out
+    files = sorted(p.relative_to(smoke_build.out).as_posix() for p in smoke_build.out.rglob("*"))
+    assert "README.md" in files and "manifest.json" in files and "images/samples.png" in files
+    shards = [f for f in files if f.startswith("data/") and f.endswith(".parquet")]
+    assert shards == [
+        f"data/{c}/train-00000-of-00001.parquet" for c in ("noise", "original", "perturbed")
+    ]
+    assert not [f for f in files if f.endswith(".py")]  # a loading script would break load_dataset
+    manifest = read_manifest(smoke_build.out)
+    assert manifest["smoke"] is True and manifest["ground_truth"]["num_images"] == 1536
+    assert manifest["reference"]["source"] == "retrained"
+    assert manifest["reference"]["protocol"]["preset"] == "smoke"
+    assert len(manifest["reference"]["restarts"]) == 2
+    assert manifest["png"]["perturbed"]["encoder"] == "perturbed_disentanglement.png"
+    for config in manifest["configs"].values():
+        for shard in config["shards"]:
+            assert sha256_file(smoke_build.out / shard["path"]) == shard["sha256"]
+            assert (
+                pq.ParquetFile(smoke_build.out / shard["path"]).metadata.num_rows == shard["rows"]
+            )
+    card = (smoke_build.out / "README.md").read_text()
+    assert "Smoke build" in card and "smoke" in card.split("---")[1]  # prose and YAML say so
+    assert read_state(smoke_build.out)["complete"] is True
+
+
+@pytest.mark.slow
+def test_load_dataset_reads_every_config(smoke_build: SmokeBuild, tmp_path, monkeypatch) -> None:
+    from datasets import get_dataset_config_names, load_dataset
+
+    monkeypatch.chdir(smoke_build.out.parent)
+    cache = str(tmp_path / "cache")
+    assert set(get_dataset_config_names(NAME)) == {"perturbed", "noise", "original"}
+    default = load_dataset(NAME, cache_dir=cache)  # the default config, like a user
+    assert list(default) == ["train"]
+    train = default["train"]
+    builder = get_builder("dsprites")
+    assert train.features == builder.features
+    assert train.column_names == list(builder.features)
+    assert train.num_rows == 1536
+    assert train.features["shape"].names == ["square", "ellipse", "heart"]
+    assert train.features["scale"].names == ["0.5", "0.6", "0.7", "0.8", "0.9", "1"]
+    row = train[0]
+    assert row["image"].mode == "L" and row["image"].size == (64, 64)
+    kappa, epsilon = default_strength("dsprites")
+    assert row["epsilon"] == pytest.approx(epsilon)
+
+    configs = {
+        c: load_dataset(NAME, c, split="train", cache_dir=cache).with_format("numpy")
+        for c in ("perturbed", "noise", "original")
+    }
+    grid = smoke_grid()
+    images = grid.all_images()[..., 0]
+    for name, ds in configs.items():
+        table = ds[:]
+        assert table["image"].shape == (1536, 64, 64) and table["image"].dtype == np.uint8
+        np.testing.assert_array_equal(table["index"], grid.parent_indices)  # grid order
+        np.testing.assert_array_equal(
+            table["shape"], grid.parent.factors(grid.parent_indices)[:, 0]
+        )
+        np.testing.assert_array_equal(table["s"], configs["perturbed"][:]["s"])
+        bound = 0 if name == "original" else max_step(epsilon)
+        diff = np.abs(table["image"].astype(np.int16) - images)
+        assert diff.max() <= bound  # the ε-bound on the stored bytes
+        if name != "original":
+            assert diff.max() == bound and (diff > 0).mean() > 0.3
+    assert (configs["noise"][:]["image"] != configs["perturbed"][:]["image"]).mean() > 0.3
+    torch_rows = load_dataset(NAME, "noise", split="train", cache_dir=cache).with_format("torch")
+    assert tuple(torch_rows[:2]["image"].shape) == (2, 1, 64, 64)
+
+
+@pytest.mark.slow
+def test_two_builds_give_identical_shards_and_a_rerun_reuses_them(smoke_build, tmp_path) -> None:
+    mine = copy_build(smoke_build, tmp_path)
+    second = tmp_path / "second" / NAME
+    result, _ = run_build(second, mine.workdir)  # same work dir: the reference is cached
+    assert result.built == {"perturbed": 1, "noise": 1, "original": 1}
+    assert shard_hashes(second) == shard_hashes(smoke_build.out)
+    assert (second / "manifest.json").read_bytes() == (
+        smoke_build.out / "manifest.json"
+    ).read_bytes()
+    assert (second / "README.md").read_bytes() == (smoke_build.out / "README.md").read_bytes()
+    again, _ = run_build(second, mine.workdir)  # nothing changed: every shard reused
+    assert again.built == {} and again.reused == {"perturbed": 1, "noise": 1, "original": 1}
+    assert again.verified == "cached"
+
+
+@pytest.mark.slow
+def test_a_changed_parameter_rebuilds_exactly_what_depends_on_it(smoke_build, tmp_path) -> None:
+    mine = copy_build(smoke_build, tmp_path)
+    before = shard_hashes(mine.out)
+    result, _ = run_build(mine.out, mine.workdir, kappa=32.0)  # κ moves only the pattern
+    assert result.built == {"perturbed": 1}
+    assert result.reused == {"noise": 1, "original": 1}
+    after = shard_hashes(mine.out)
+    assert (
+        after["data/original/train-00000-of-00001.parquet"]
+        == before["data/original/train-00000-of-00001.parquet"]
+    )
+    assert (
+        after["data/perturbed/train-00000-of-00001.parquet"]
+        != before["data/perturbed/train-00000-of-00001.parquet"]
+    )
+    result, _ = run_build(mine.out, mine.workdir, kappa=32.0, epsilons=[0.1, 0.2])
+    assert result.built == {"perturbed": 1, "noise": 1, "perturbed-eps0.2": 1, "noise-eps0.2": 1}
+    assert result.reused == {"original": 1}
+    manifest = read_manifest(mine.out)
+    assert manifest["build"]["configs"] == [
+        "perturbed",
+        "noise",
+        "original",
+        "perturbed-eps0.2",
+        "noise-eps0.2",
+    ]
+    assert manifest["configs"]["perturbed-eps0.2"]["max_step"] == 51
+    result, _ = run_build(mine.out, mine.workdir, kappa=32.0, epsilons=[0.1], kinds=["perturbed"])
+    assert sorted(p.name for p in (mine.out / "data").iterdir()) == [
+        "perturbed"
+    ]  # stale: ours, gone
+
+
+@pytest.mark.slow
+def test_an_interrupted_build_resumes_and_never_leaves_a_partial_shard(
+    smoke_build, tmp_path, monkeypatch
+) -> None:
+    mine = copy_build(smoke_build, tmp_path)
+    out = tmp_path / "fresh" / NAME
+    calls = {"n": 0}
+    real_block = build_module.Context.block
+
+    def dying_block(self, start, stop, configs):
+        calls["n"] += 1
+        if calls["n"] > 2:
+            raise KeyboardInterrupt  # as a Ctrl-C in the middle of the shards
+        return real_block(self, start, stop, configs)
+
+    monkeypatch.setattr(build_module.Context, "block", dying_block)
+    with pytest.raises(KeyboardInterrupt):
+        run_build(out, mine.workdir, rows_per_shard=512, jobs=1)
+    done = sorted(p.relative_to(out).as_posix() for p in out.glob("data/*/*"))
+    assert done  # some shards were finished …
+    for rel in done:  # … and every one that is there is complete
+        assert not Path(rel).name.startswith(".")
+        assert pq.ParquetFile(out / rel).metadata.num_rows == 512
+    assert not (out / "manifest.json").exists() and not (out / "README.md").exists()
+    # a hard kill leaves a temporary file behind: the rerun removes it
+    leftover = out / "data" / "noise" / ".train-00002-of-00003.parquet.x1y2.tmp"
+    leftover.parent.mkdir(parents=True, exist_ok=True)
+    leftover.write_bytes(b"PAR1 half a shard")
+    monkeypatch.setattr(build_module.Context, "block", real_block)
+    result, _ = run_build(out, mine.workdir, rows_per_shard=512)
+    assert sum(result.reused.values()) == len(done)
+    assert sum(result.built.values()) == 9 - len(done)
+    assert not leftover.exists() and result.verified == "yes"
+
+
+@pytest.mark.slow
+def test_a_corrupt_cache_entry_or_shard_is_detected_and_rebuilt(smoke_build, tmp_path) -> None:
+    mine = copy_build(smoke_build, tmp_path)
+    ledger = next((mine.workdir / "shards" / "noise").glob("*.json"))
+    ledger.write_text("{ not json")
+    shard = mine.out / "data" / "original" / "train-00000-of-00001.parquet"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    result, logged = run_build(mine.out, mine.workdir)
+    assert any("corrupt" in line and "noise" in line for line in logged)
+    assert any(
+        "original" in line and "differs from what this build wrote" in line for line in logged
+    )
+    assert result.built == {"noise": 1, "original": 1} and result.reused == {"perturbed": 1}
+    assert shard_hashes(mine.out) == shard_hashes(smoke_build.out)
+
+
+# --- the output folder: foreign files --------------------------------------------------------
+@pytest.mark.slow
+def test_a_foreign_folder_is_refused_and_never_deleted_from(smoke_build, tmp_path) -> None:
+    mine = copy_build(smoke_build, tmp_path)
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("my notes")
+    (out / "README.md").write_text("my readme")
+    with pytest.raises(BuildError, match="did not write.*--overwrite"):
+        run_build(out, mine.workdir)
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "notes.txt"]  # untouched
+    result, logged = run_build(out, mine.workdir, overwrite=True)
+    assert (out / "notes.txt").read_text() == "my notes"
+    assert (mine.workdir / "displaced" / "1" / "README.md").read_text() == "my readme"
+    assert any("moved 1 file" in line for line in logged)
+    assert result.verified == "yes"
+    # a file added later is foreign again: refused without --overwrite, kept with it
+    (out / "data" / "extra.bin").write_bytes(b"x")
+    with pytest.raises(BuildError, match="extra.bin"):
+        run_build(out, mine.workdir)
+    assert (out / "data" / "extra.bin").exists() and (out / "notes.txt").exists()
+
+
+def test_refusals_write_nothing(tmp_path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "data.csv").write_text("a,b\n")
+    code = main(["--smoke", "--out", str(out), "--workdir", str(tmp_path / "w"), "--no-progress"])
+    assert code == 2
+    assert sorted(p.name for p in out.iterdir()) == ["data.csv"]
+    assert not (tmp_path / "w").exists() and not (out / STATE_FILE).exists()
+    file_out = tmp_path / "a-file"
+    file_out.write_text("x")
+    with pytest.raises(BuildError, match="not a folder"):
+        build_module.check_out(file_out, tmp_path / "w", overwrite=True)
+    with pytest.raises(BuildError, match="must not contain each other"):
+        build_module._check_workdir(tmp_path / "o" / "w", tmp_path / "o")
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "x").write_text("x")
+    with pytest.raises(BuildError, match="not a build work directory"):
+        build_module._check_workdir(busy, tmp_path / "o2")
+
+
+@pytest.mark.skipif(
+    (SHIPPED_DIR / "dsprites" / "reference.json").exists(), reason="a reference is shipped"
+)
+def test_the_default_build_without_a_shipped_reference_says_what_to_do(tmp_path, capsys) -> None:
+    out, workdir = tmp_path / "out", tmp_path / "work"
+    assert main(["--out", str(out), "--workdir", str(workdir)]) == 2
+    err = capsys.readouterr().err
+    assert "shipped" in err and "--retrain --preset cpu" in err and "--reference PATH" in err
+    assert "--smoke" in err and not out.exists() and not workdir.exists()
+
+
+# --- bad arguments ---------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"epsilons": [0.0]}, "epsilon must be in"),
+        ({"epsilons": [0.6]}, "epsilon must be in"),
+        ({"epsilons": [0.1, 0.1]}, "distinct"),
+        ({"kappa": 0.0}, "kappa"),
+        ({"kappa": -3.0}, "kappa"),
+        ({"dataset": "mnist"}, "unknown dataset"),
+        ({"kinds": ["perturbed", "blurred"]}, "unknown or no config"),
+        ({"kinds": []}, "unknown or no config"),
+        ({"preset": "huge", "retrain": True}, "unknown reference preset"),
+        ({"preset": "cpu"}, "needs --retrain"),
+        ({"reference": "x", "retrain": True}, "exclude each other"),
+        ({"smoke": True, "preset": "cpu"}, "smoke"),
+        ({"preset": "smoke", "retrain": True}, "use --smoke"),
+        ({"rows_per_shard": 100}, "multiple of 64"),
+        ({"jobs": 0}, "--jobs"),
+        ({"seed": -1}, "--seed"),
+    ],
+)
+def test_bad_options_are_refused_with_a_clear_message(options, message) -> None:
+    with pytest.raises((BuildError, InvalidArgumentError), match=message):
+        resolve_options(BuildOptions(**options))
+
+
+def test_defaults_come_from_the_one_place_that_holds_them() -> None:
+    opts = resolve_options(BuildOptions())
+    assert (opts.kappa, opts.epsilons[0]) == default_strength("dsprites")
+    assert opts.out == "perturbed-dsprites" and opts.workdir == os.path.join("build", opts.out)
+    assert opts.kinds == ["perturbed", "noise", "original"] and not opts.retrain
+    smoke = resolve_options(BuildOptions(smoke=True, dataset="shapes3d"))
+    assert smoke.out == "perturbed-shapes3d-smoke" and (smoke.retrain, smoke.preset) == (
+        True,
+        "smoke",
+    )
+    assert (smoke.kappa, smoke.epsilons[0]) == default_strength("shapes3d")
+
+
+def test_cli_rejects_unknown_dataset_and_reports_a_wrong_source(tmp_path, capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--dataset", "mnist"])
+    assert exc.value.code == 2
+    missing = tmp_path / "nope.h5"
+    where = ["--out", str(tmp_path / "o"), "--workdir", str(tmp_path / "w")]
+    code = main(["--smoke", "--dataset", "shapes3d", "--source", str(missing), *where])
+    assert code == 2 and "no such file" in capsys.readouterr().err
+    not_shapes = tmp_path / "dsprites.npz"
+    np.savez(not_shapes, imgs=np.zeros((4, 64, 64), np.uint8))
+    code = main(["--smoke", "--dataset", "shapes3d", "--source", str(not_shapes), *where])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_help_lists_the_options(capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    for option in (
+        "--dataset",
+        "--source",
+        "--eps",
+        "--kappa",
+        "--configs",
+        "--reference",
+        "--retrain",
+    ):
+        assert option in text
+    for option in ("--preset", "--seed", "--out", "--workdir", "--overwrite", "--jobs", "--smoke"):
+        assert option in text
+
+
+def test_manifest_and_state_files_are_json(tmp_path) -> None:
+    from builders.manifest import new_state, write_state
+
+    write_state(tmp_path, new_state(["b", "a"]))
+    state = json.loads((tmp_path / STATE_FILE).read_text())
+    assert state["accepted"] == ["a", "b"] and state["written"] == [] and state["complete"] is False
+    assert read_state(tmp_path) == state
+    (tmp_path / STATE_FILE).write_text("garbage")
+    assert read_state(tmp_path) is None  # unreadable: nothing counts as ours
