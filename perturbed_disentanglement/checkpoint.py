@@ -12,7 +12,6 @@ catches files damaged afterwards.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -27,7 +26,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from .atomic import fsync_dir, replace_dir
 from .errors import CheckpointError, InvalidArgumentError
+from .files import sha256_of
+from .precision import resolve_device
 from .zoo import Objective
 
 FORMAT_VERSION = 1
@@ -63,14 +65,6 @@ def _package_version() -> str:
     from . import __version__
 
     return __version__
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            h.update(block)
-    return h.hexdigest()
 
 
 # --- optimizer state <-> (tensors, JSON) -------------------------------------------------------
@@ -124,17 +118,17 @@ def optimizer_from_parts(
 
 
 # --- writing --------------------------------------------------------------------------------
-def _fsync_dir(path: Path) -> None:
+def prepare_checkpoint_dir(checkpoint_dir: str | os.PathLike, what: str = "checkpoint_dir") -> Path:
+    """Create ``checkpoint_dir`` (and its parents) now, before any training, or say why not."""
+    path = Path(checkpoint_dir).expanduser()
     try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        kind = "a file, not a directory" if path.is_file() else "not a usable directory"
+        raise InvalidArgumentError(
+            f"{what} {str(path)!r} is {kind} ({exc.strerror or exc}); give a directory path"
+        ) from exc
+    return path
 
 
 def step_directory(checkpoint_dir: str | os.PathLike, step: int) -> Path:
@@ -185,39 +179,22 @@ def save_checkpoint(
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-step-{step:09d}-", dir=root))
     try:
         save_file(tensors, str(tmp / WEIGHTS_FILE))
-        state["weights_sha256"] = _sha256(tmp / WEIGHTS_FILE)
+        state["weights_sha256"] = sha256_of(tmp / WEIGHTS_FILE)
         with open(tmp / STATE_FILE, "w", encoding="utf-8") as f:
             json.dump(state, f, indent=1, sort_keys=True)
             f.flush()
             os.fsync(f.fileno())
         with open(tmp / WEIGHTS_FILE, "rb") as f:
             os.fsync(f.fileno())
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         target = step_directory(root, step)
-        _replace_dir(tmp, target)
-        _fsync_dir(root)
+        replace_dir(tmp, target)  # a crash in between leaves the old copy in a .tmp-step-… dir
+
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     _prune(root, keep)
     return target
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    """Rename ``new`` to ``target``; an existing ``target`` is renamed aside first, put back if
-    the rename fails, and deleted only once ``new`` is in place (a crash in between leaves the old
-    copy in a ``.tmp-step-…`` directory, which the next save prunes)."""
-    if not target.exists():
-        os.rename(new, target)
-        return
-    aside = new.with_name(new.name + "-old")  # ``new`` is a unique mkdtemp name
-    os.rename(target, aside)
-    try:
-        os.rename(new, target)
-    except BaseException:
-        os.rename(aside, target)
-        raise
-    shutil.rmtree(aside, ignore_errors=True)
 
 
 def _prune(root: Path, keep: int) -> None:
@@ -285,7 +262,7 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
     weights = p / WEIGHTS_FILE
     if not weights.is_file():
         raise CheckpointError(f"{p}: {WEIGHTS_FILE} is missing; {hint}")
-    digest = _sha256(weights)
+    digest = sha256_of(weights)
     if digest != state.get("weights_sha256"):
         raise CheckpointError(
             f"{p}: {WEIGHTS_FILE} is corrupt (sha256 {digest[:16]}…, the checkpoint recorded "
@@ -311,7 +288,9 @@ def load_weights(objective: Objective, checkpoint: Checkpoint) -> None:
 
 
 def load_model(checkpoint_dir: str | os.PathLike, device: str | torch.device = "cpu") -> Objective:
-    """The trained :class:`Objective` stored in a checkpoint (the newest one under a root), eval mode."""
+    """The trained :class:`Objective` in ``checkpoint_dir`` (a checkpoint, or a root: its newest
+    checkpoint), on ``device``, in eval mode."""
+    device = resolve_device(device)
     checkpoint = read_checkpoint(checkpoint_dir)
     s = checkpoint.state
     try:

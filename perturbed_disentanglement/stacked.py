@@ -10,24 +10,21 @@ each dense layer into one batched matrix product. Every run keeps what makes it 
 * its own randomness (its own :class:`~perturbed_disentanglement.batches.BatchStream`), its own
   image source (sources may differ as long as they share the channel count) and hyperparameters
   (passed to :meth:`Objective.forward` as per-model tensors);
-* its own optimiser state: Adam is elementwise and all K models step together, so one Adam over the
-  stacked parameters (one shared step count, hence identical bias corrections) is K separate Adams.
+* its own optimiser state: one Adam over the stacked parameters is K separate Adams
+  (:mod:`.optimizers`).
 
-The loss that is backpropagated is the *sum* over the models of each model's loss: the models share
-no parameter, so each one's gradient is exactly its own. As in :func:`training.training_step` the
-VAE loss reaches only the VAE parameters and FactorVAE's discriminator loss only the
-discriminator's, both from the same forward pass, both stepped once per step. Each result equals
+The step is training's (:func:`.optimizers.optimisation_step`, on the sum of the K losses: the
+models share no parameter, so each one's gradient is exactly its own), and the loop, the resume
+path and the checkpoints are training's too (:mod:`.loop`, :mod:`.resume`), so each result equals
 ``training.train`` of its run at the same precision up to float rounding (``tests/test_stacked.py``
-checks it in float64, where rounding cannot be amplified into the weights), and each run can write
-checkpoints in training's format, so a run trained in a stack can be resumed alone (or in a stack)
-and loaded with ``training.load_model``.
+checks it in float64, where rounding cannot be amplified into the weights), and a run trained in a
+stack can be resumed alone (or in a stack) and loaded with ``training.load_model``.
 """
 
 from __future__ import annotations
 
 import copy
 import os
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,25 +33,23 @@ import numpy as np
 import torch
 from torch.func import functional_call, stack_module_state, vmap
 
-from . import checkpoint as ckpt
 from .batches import BatchStream, images_to_input
-from .errors import CheckpointError, InvalidArgumentError, TrainingDivergedError
-from .ground_truth import GroundTruth
-from .models import VAE
-from .training import (
-    DISCRIMINATOR_ADAM,
-    VAE_ADAM,
-    TrainResult,
-    as_image_array,
-    as_source,
-    check_int,
-    check_resume,
-    network_autocast,
-    prepare_checkpoint_dir,
-    resolve_device,
-    resolve_precision,
-    run_config,
+from .checkpoint import prepare_checkpoint_dir
+from .encoding import encode_stacked
+from .errors import InvalidArgumentError
+from .grid import GroundTruth
+from .inputs import as_image_array, as_source, check_int
+from .loop import LoopRun, TrainResult, train_loop
+from .optimizers import (
+    Optimizers,
+    make_optimizers,
+    optimisation_step,
+    stack_adam_states,
+    unstack_adam_state,
 )
+from .precision import arithmetic, network_autocast, resolve_device, resolve_precision
+from .resume import checkpoints_to_resume, restore_run
+from .run_identity import RunIdentity
 from .zoo import Objective, build_objective, model_spec
 
 
@@ -84,11 +79,11 @@ class Run:
 
 @dataclass
 class _Resolved:
-    """A run's settings after defaults, in the form training's checkpoints store them."""
+    """A run of the stack with its images as an array and its identity resolved."""
 
     run: Run
     array: np.ndarray
-    config: dict[str, Any]
+    identity: RunIdentity
 
 
 # --- checks ------------------------------------------------------------------------------------
@@ -108,7 +103,9 @@ def _as_run(run: Run | Mapping[str, Any], position: int) -> Run:
     )
 
 
-def _resolve(run: Run, position: int, batch_size: int, arrays: dict[int, np.ndarray]) -> _Resolved:
+def _resolve(
+    run: Run, position: int, batch_size: int, precision: str, arrays: dict[int, np.ndarray]
+) -> _Resolved:
     """Defaults and validation of one run, exactly as :func:`training.train` resolves them.
 
     ``arrays`` caches each distinct source's array: a procedural GroundTruth renders its whole
@@ -119,7 +116,7 @@ def _resolve(run: Run, position: int, batch_size: int, arrays: dict[int, np.ndar
         arrays[id(run.images)] = as_image_array(run.images, name=f"{where} images")
     array = arrays[id(run.images)]
     try:
-        config = run_config(
+        identity = RunIdentity.resolve(
             run.model,
             run.images,
             array,
@@ -128,31 +125,37 @@ def _resolve(run: Run, position: int, batch_size: int, arrays: dict[int, np.ndar
             latent_dim=run.latent_dim,
             seed=run.seed,
             batch_size=batch_size,
+            precision=precision,
         )
     except InvalidArgumentError as exc:
         raise InvalidArgumentError(f"{where}: {exc}") from exc
-    return _Resolved(run, array, config)
+    return _Resolved(run, array, identity)
 
 
-def check_runs(runs: Sequence[Run | Mapping[str, Any]], batch_size: int = 64) -> list[_Resolved]:
-    """The runs resolved and checked to form one stack (same model, channels and latent size)."""
+def check_runs(
+    runs: Sequence[Run | Mapping[str, Any]], batch_size: int = 64, precision: str = "fp32"
+) -> list[_Resolved]:
+    """The runs resolved and checked to form one stack (same model, channels and latent size);
+    ``precision`` is the name their checkpoints store."""
     if isinstance(runs, (Run, Mapping, str)) or not isinstance(runs, Iterable):
         raise InvalidArgumentError("runs must be a sequence of Run (or mappings), one per model")
     arrays: dict[int, np.ndarray] = {}
-    resolved = [_resolve(_as_run(r, i), i, batch_size, arrays) for i, r in enumerate(runs)]
+    resolved = [
+        _resolve(_as_run(r, i), i, batch_size, precision, arrays) for i, r in enumerate(runs)
+    ]
     if not resolved:
         raise InvalidArgumentError("no runs to train: a stack needs K ≥ 1 runs")
-    first = resolved[0].config
+    first = resolved[0].identity
     for i, r in enumerate(resolved[1:], start=1):
         for key, what in (
             ("model", "model (one architecture); stack each model separately"),
             ("channels", "channel count (image sources may differ, their channels may not)"),
             ("latent_dim", "latent size"),
         ):
-            if r.config[key] != first[key]:
+            if getattr(r.identity, key) != getattr(first, key):
                 raise InvalidArgumentError(
-                    f"run {i} ({r.run.label}) has {key}={r.config[key]!r} but run 0 has "
-                    f"{first[key]!r}: all runs of a stack must share the {what}"
+                    f"run {i} ({r.run.label}) has {key}={getattr(r.identity, key)!r} but run 0 "
+                    f"has {getattr(first, key)!r}: all runs of a stack must share the {what}"
                 )
     dirs = [os.path.realpath(r.run.checkpoint_dir) for r in resolved if r.run.checkpoint_dir]
     if len(set(dirs)) != len(dirs):
@@ -186,7 +189,7 @@ class StackedObjective:
     faster on a CPU, where mkldnn's grouped convolutions cost ~1.6× (benchmarks/bench_stacked.py).
     Both compute the same thing. ``skeleton`` is a parameter-free copy (on the meta device) of the
     first objective; :func:`functional_call` swaps model k's slices in, so patching ``skeleton``
-    with :func:`training.network_autocast` autocasts all K models as training does one.
+    with :func:`.precision.network_autocast` autocasts all K models as training does one.
     """
 
     def __init__(self, objectives: Sequence[Objective], strategy: str = "vmap") -> None:
@@ -258,66 +261,17 @@ class StackedObjective:
         return [self.params[n] for n in self.discriminator_names]
 
     @torch.no_grad()
+    def copy_into(self, k: int, objective: Objective) -> None:
+        """Copy model k's slice of the stacked state into ``objective``."""
+        for name, p in objective.named_parameters():
+            p.copy_(self.params[name][k])
+        for name, b in objective.named_buffers():
+            b.copy_(self.buffers[name][k])
+
     def unstack_into(self, objectives: Sequence[Objective]) -> None:
-        """Copy model k's slice of the stacked state into ``objectives[k]``."""
+        """Copy model k's slice of the stacked state into ``objectives[k]``, for every k."""
         for k, objective in enumerate(objectives):
-            for name, p in objective.named_parameters():
-                p.copy_(self.params[name][k])
-            for name, b in objective.named_buffers():
-                b.copy_(self.buffers[name][k])
-
-
-def unstack_adam_state(optimizer: torch.optim.Optimizer, k: int) -> dict[str, Any]:
-    """Model k's slice of an Adam over stacked parameters, as the ``state_dict()`` of an Adam over
-    that model's own parameters (same order): nothing but the slices differs between models."""
-    full = optimizer.state_dict()
-    state = {
-        index: {
-            # the shared step count goes to the CPU, where a plain (unfused) Adam keeps it
-            key: value.detach().cpu().clone()
-            if key == "step" or value.ndim == 0
-            else value[k].clone()
-            for key, value in slot.items()
-        }
-        for index, slot in full["state"].items()
-    }
-    return {"state": state, "param_groups": copy.deepcopy(full["param_groups"])}
-
-
-def stack_adam_states(
-    optimizer: torch.optim.Optimizer, states: Sequence[Mapping[str, Any]]
-) -> None:
-    """Load K per-model Adam ``state_dict()``s into an Adam over the stacked parameters.
-
-    The K states must have taken the same number of steps (they do when the K runs were
-    checkpointed at the same step); otherwise their bias corrections would differ.
-    """
-    steps = {float(slot["step"]) for s in states for slot in s["state"].values() if "step" in slot}
-    if len(steps) > 1:
-        raise CheckpointError(f"the runs' optimizers have taken different step counts {steps}")
-    indices = set(states[0]["state"])
-    if any(set(s["state"]) != indices for s in states):
-        raise CheckpointError("the runs' optimizer states cover different parameters")
-    device = optimizer.param_groups[0]["params"][0].device
-    stacked = {
-        index: {
-            key: (
-                value.clone()
-                if key == "step" or value.ndim == 0
-                else torch.stack([s["state"][index][key] for s in states]).to(device)
-            )
-            for key, value in states[0]["state"][index].items()
-        }
-        for index in indices
-    }
-    optimizer.load_state_dict(
-        {"state": stacked, "param_groups": optimizer.state_dict()["param_groups"]}
-    )
-
-
-def _adam(params: list[torch.Tensor], settings: Mapping[str, Any], device: torch.device) -> Any:
-    # fused Adam is the same elementwise update in one kernel; on the CPU keep the reference loop
-    return torch.optim.Adam(params, **settings, fused=device.type == "cuda" or None)
+            self.copy_into(k, objective)
 
 
 # --- data --------------------------------------------------------------------------------------
@@ -346,9 +300,7 @@ class StackedBatches:
             self.source_of_run.append(key)
         self.sources = sources
         self.streams = [
-            BatchStream(
-                r.config["seed"], r.config["num_images"], batch_size, r.config["latent_dim"]
-            )
+            BatchStream(r.identity.seed, r.identity.num_images, batch_size, r.identity.latent_dim)
             for r in runs
         ]
         self.device = device
@@ -375,44 +327,51 @@ class StackedBatches:
         return x.view(*indices.shape, *x.shape[1:]), noise, perms
 
 
-class _StackedHistory:
-    """Per-step loss terms of K models, fetched from the device in blocks (one sync each)."""
+class _StackedModels:
+    """K objectives stacked, as the loop drives them (a :class:`~.loop.Trainer` of K runs).
 
-    def __init__(self, k: int) -> None:
-        self.columns: list[dict[str, list[float]]] = [{} for _ in range(k)]
-        self.pending: list[tuple[int, torch.Tensor]] = []
-        self.names: list[str] = []
+    ``objectives`` and ``per_run`` (each run's own Adams) hold run k's state for its checkpoint:
+    they are filled from the stack only when a checkpoint is written, and at the end.
+    """
 
-    def add(self, step: int, terms: Mapping[str, torch.Tensor]) -> None:
-        if not self.names:
-            self.names = list(terms)
-        self.pending.append(
-            (step, torch.stack([terms[n].detach().double() for n in self.names], 1))
-        )
-
-    def flush(self, labels: Sequence[str]) -> list[dict[str, float]] | None:
-        """Move pending rows to the host; raise TrainingDivergedError at the first non-finite."""
-        if not self.pending:
-            return None
-        block = torch.stack([row for _, row in self.pending]).double().cpu().numpy()  # [S, K, T]
-        steps = [step for step, _ in self.pending]
-        self.pending.clear()
-        finite = np.isfinite(block).all(axis=2)  # [S, K]
-        if not finite.all():
-            s = int(np.argmin(finite.all(axis=1)))
-            bad = [labels[k] for k in np.flatnonzero(~finite[s])]
-            raise TrainingDivergedError(
-                f"training diverged at step {steps[s]} in {', '.join(bad)}: non-finite loss terms "
-                f"(the other runs of the stack are unaffected; train them without these)"
+    def __init__(
+        self,
+        objectives: Sequence[Objective],
+        per_run: Sequence[Optimizers],
+        stack: StackedObjective,
+        optimizers: Optimizers,
+        data: StackedBatches,
+        autocast_dtype: torch.dtype | None,
+    ) -> None:
+        self.objectives, self.per_run = list(objectives), list(per_run)
+        self.stack, self.optimizers, self.data = stack, optimizers, data
+        self.autocast_dtype = autocast_dtype
+        self.hparams = {  # per-model hyperparameters, as tensors [K]
+            name: torch.tensor(
+                [o.hparams[name] for o in objectives], dtype=data.dtype, device=data.device
             )
-        for k, columns in enumerate(self.columns):
-            columns.setdefault("step", []).extend(float(s) for s in steps)
-            for j, name in enumerate(self.names):
-                columns.setdefault(name, []).extend(block[:, k, j].tolist())
-        return [dict(zip(self.names, block[-1, k].tolist())) for k in range(len(self.columns))]
+            for name in stack.hparam_names
+        }
 
-    def arrays(self, k: int) -> dict[str, np.ndarray]:
-        return {n: np.asarray(v, dtype=np.float64) for n, v in self.columns[k].items()}
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.data.next()
+
+    def step(self, inputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> dict[str, Any]:
+        x, noise, permutations = inputs
+        with network_autocast(self.stack.skeleton, x.device.type, self.autocast_dtype):
+            terms = self.stack(x, noise, permutations, self.hparams)
+        optimisation_step(terms, self.optimizers, self.stack)
+        return terms
+
+    def run_state(self, k: int) -> tuple[Objective, dict[str, torch.optim.Optimizer], BatchStream]:
+        self.stack.copy_into(k, self.objectives[k])
+        for name, optimizer in self.optimizers.as_dict().items():
+            self.per_run[k].as_dict()[name].load_state_dict(unstack_adam_state(optimizer, k))
+        return self.objectives[k], self.per_run[k].as_dict(), self.data.streams[k]
+
+    def finish(self) -> list[Objective]:
+        self.stack.unstack_into(self.objectives)
+        return [o.eval() for o in self.objectives]
 
 
 # --- training ----------------------------------------------------------------------------------
@@ -437,30 +396,28 @@ def train_stacked(
     All runs must be the same model with the same latent size and channel count; seeds,
     hyperparameters and image sources may differ. Each result equals
     ``training.train(run.model, run.images, ..., precision=precision)`` up to float rounding.
-    ``precision`` has training's meaning ("auto", "fp32", "bf16", "fp64"; the channels-last layout
-    is not used: under vmap the K models are one grouped convolution). Runs with a ``checkpoint_dir``
-    write training-format checkpoints every ``checkpoint_every`` steps and at the end; with
-    ``resume`` (None: if all have one) the stack continues from them, which must all be at the same
-    step and belong to the same runs (settings, precision and images, as
-    :func:`training.check_resume` checks); checkpoint directories are created at once. Seeds are
-    integers in [0, 2**63 - 1], as in ``train``. The CPU thread count is torch's current one
-    (no probe), so a seed fixes the result for that count. ``sources_on_device`` (default: on a GPU) keeps the uint8 sources on the device.
-    ``strategy``: "vmap" (one grouped forward), "loop" (the models in turn, same stacked state
-    and optimizer) or "auto" (vmap on a GPU, loop on the CPU, where it is faster).
-    ``callback(step, [terms of run k])`` is called after each host sync (every ``sync_every``
-    steps: 1 on the CPU, 50 on a GPU). A NaN or infinite loss raises
-    :class:`TrainingDivergedError` naming the runs that diverged.
+    ``precision`` has training's meaning ("auto", "fp32", "bf16", "fp64"; the channels-last
+    layout is not used: under vmap the K models are one grouped convolution). Runs with a
+    ``checkpoint_dir`` write training-format checkpoints every ``checkpoint_every`` steps and at
+    the end; with ``resume`` (None: if all have one) the stack continues from them, which must all
+    be at the same step and belong to the same runs (settings, precision and images, as
+    :class:`~.run_identity.RunIdentity` checks); checkpoint directories are created at once. Seeds
+    are integers in [0, 2**63 - 1], as in ``train``. The CPU thread count is torch's current one
+    (no probe), so a seed fixes the result for that count. ``sources_on_device`` (default: on a
+    GPU) keeps the uint8 sources on the device. ``strategy``: "vmap" (one grouped forward),
+    "loop" (the models in turn, same stacked state and optimizer) or "auto" (vmap on a GPU, loop
+    on the CPU, where it is faster). ``callback(step, [terms of run k])`` is called after each
+    host sync (every ``sync_every`` steps: 1 on the CPU, 50 on a GPU). A NaN or infinite loss
+    raises :class:`TrainingDivergedError` naming the runs that diverged.
     """
     steps = check_int("steps", steps, 0)
     batch_size = check_int("batch_size", batch_size, 2)
     checkpoint_every = check_int("checkpoint_every", checkpoint_every, 1)
     keep = check_int("keep_checkpoints", keep_checkpoints, 1)
-    resolved = check_runs(runs, batch_size)
     dev = resolve_device(device)
     plan = resolve_precision(precision, dev)
-    precision_name = plan.name.replace("+channels_last", "")
-    for r in resolved:
-        r.config["precision"] = precision_name
+    # checkpoints store the arithmetic only: under vmap there is no channels-last layout
+    resolved = check_runs(runs, batch_size, arithmetic(plan.name))
     strategy = resolve_strategy(strategy, dev)
     if sync_every is None:
         sync_every = 1 if dev.type == "cpu" else 50
@@ -468,304 +425,56 @@ def train_stacked(
     on_device = dev.type != "cpu" if sources_on_device is None else bool(sources_on_device)
     k = len(resolved)
     labels = [f"run {i} ({r.run.label})" for i, r in enumerate(resolved)]
-    for label, r in zip(labels, resolved):
-        if r.run.checkpoint_dir is not None:
-            prepare_checkpoint_dir(r.run.checkpoint_dir, f"{label}: checkpoint_dir")
+    dirs = [r.run.checkpoint_dir for r in resolved]
+    for label, d in zip(labels, dirs):
+        if d is not None:
+            prepare_checkpoint_dir(d, f"{label}: checkpoint_dir")
+    identities = [r.identity for r in resolved]
+    resumed = checkpoints_to_resume(identities, dirs, resume, labels)
 
     objectives = [
-        build_objective(c["model"], c["hparams"], c["channels"], c["latent_dim"], c["seed"])
-        for c in (r.config for r in resolved)
+        build_objective(i.model, i.hparams, i.channels, i.latent_dim, i.seed).to(dev, plan.dtype)
+        for i in identities
     ]
-    objectives = [o.to(dev, plan.dtype).train() for o in objectives]
-    restored = _restore(resolved, objectives, resume)
-    start_step = restored[0].step if restored else 0
-    stack = StackedObjective(objectives, strategy)
-    hparams = {
-        name: torch.tensor([o.hparams[name] for o in objectives], dtype=plan.dtype, device=dev)
-        for name in stack.hparam_names
-    }
-    vae_params = stack.vae_parameters()
-    disc_params = stack.discriminator_parameters()
-    vae_opt = _adam(vae_params, VAE_ADAM, dev)
-    disc_opt = _adam(disc_params, DISCRIMINATOR_ADAM, dev) if disc_params else None
+    per_run = [make_optimizers(o) for o in objectives]
     data = StackedBatches(resolved, batch_size, dev, on_device, plan.dtype)
-    history = _StackedHistory(k)
-    if restored:
-        _load_restored(restored, vae_opt, disc_opt, data, history)
-
-    def save(step: int) -> list[str | None]:
-        history.flush(labels)
-        stack.unstack_into(objectives)
-        return [
-            _save_run(r, objectives[i], vae_opt, disc_opt, i, data, history, step, keep)
-            for i, r in enumerate(resolved)
-        ]
-
-    from tqdm.auto import tqdm
-
-    bar = tqdm(
-        total=steps,
-        initial=min(start_step, steps),
-        disable=not progress,
-        desc=f"{stack.spec.name} ×{k}",
-        unit="step",
-        dynamic_ncols=True,
+    for c, o, opt, stream in zip(resumed or (), objectives, per_run, data.streams):
+        restore_run(c, o, opt, stream)
+    stack = StackedObjective([o.train() for o in objectives], strategy)
+    # fused Adam is the same elementwise update in one kernel; on the CPU keep the reference loop
+    optimizers = make_optimizers(stack, fused=dev.type == "cuda" or None)
+    if resumed is not None:
+        for name, optimizer in optimizers.as_dict().items():
+            stack_adam_states(optimizer, [opt.as_dict()[name].state_dict() for opt in per_run])
+    results = train_loop(
+        _StackedModels(objectives, per_run, stack, optimizers, data, plan.autocast_dtype),
+        [LoopRun(i, d) for i, d in zip(identities, dirs)],
+        resumed,
+        steps=steps,
+        device=dev,
+        checkpoint_every=checkpoint_every,
+        keep_checkpoints=keep,
+        sync_every=sync_every,
+        progress=progress,
+        description=f"{stack.spec.name} ×{k}",
+        callback=callback,
+        labels=labels,
     )
-    saved: list[str | None] = [
-        str(r.path) if r is not None else None for r in (restored or [None] * k)
-    ]
-    data_time = 0.0
-    t0 = time.perf_counter()
-    try:
-        with network_autocast(stack.skeleton, dev.type, plan.autocast_dtype):
-            for step in range(start_step + 1, steps + 1):
-                t_data = time.perf_counter()
-                x, noise, perms = data.next()
-                data_time += time.perf_counter() - t_data
-                terms = stack(x, noise, perms, hparams)
-                vae_opt.zero_grad(set_to_none=True)
-                terms["loss"].sum().backward(inputs=vae_params, retain_graph=bool(disc_params))
-                if disc_opt is not None:
-                    disc_opt.zero_grad(set_to_none=True)
-                    terms["discriminator_loss"].sum().backward(inputs=disc_params)
-                vae_opt.step()
-                if disc_opt is not None:
-                    disc_opt.step()
-                history.add(step, terms)
-                if step % sync_every == 0 or step == steps:
-                    last = history.flush(labels)
-                    if last is not None:
-                        if callback is not None:
-                            callback(step, last)
-                        if progress:
-                            mean = sum(t["loss"] for t in last) / k
-                            bar.set_postfix({"mean loss": f"{mean:.4g}"}, refresh=False)
-                if any(r.run.checkpoint_dir for r in resolved) and (
-                    step % checkpoint_every == 0 or step == steps
-                ):
-                    saved = [s or old for s, old in zip(save(step), saved)]
-                bar.update(1)
-            history.flush(labels)
-    finally:
-        bar.close()
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-    wall = time.perf_counter() - t0
-    trained = max(0, steps - start_step)
-    stack.unstack_into(objectives)
-    rate = trained * batch_size / wall if trained and wall > 0 else 0.0
-    results = []
-    for i, r in enumerate(resolved):
-        objective = objectives[i].eval()
-        c = r.config
-        results.append(
-            TrainResult(
-                objective=objective,
-                history=history.arrays(i),
-                model=c["model"],
-                hparams=dict(c["hparams"]),
-                latent_dim=c["latent_dim"],
-                seed=c["seed"],
-                steps=max(steps, start_step),
-                start_step=start_step,
-                wall_time=wall,
-                images_per_second=rate,
-                data_fraction=data_time / wall if trained and wall > 0 else 0.0,
-                precision=precision_name,
-                device=str(dev),
-                checkpoint=saved[i],
-                extra={
-                    "stack_size": k,
-                    "strategy": strategy,
-                    "stack_index": i,
-                    "stack_images_per_second": rate * k,
-                    "vae_optimizer_state": unstack_adam_state(vae_opt, i),
-                    "discriminator_optimizer_state": (
-                        None if disc_opt is None else unstack_adam_state(disc_opt, i)
-                    ),
-                    "batch_stream_state": data.streams[i].state(),
-                },
-            )
-        )
+    for i, result in enumerate(results):
+        result.extra = {
+            "stack_size": k,
+            "strategy": strategy,
+            "stack_index": i,
+            "stack_images_per_second": result.images_per_second * k,
+            "vae_optimizer_state": unstack_adam_state(optimizers.vae, i),
+            "discriminator_optimizer_state": (
+                None
+                if optimizers.discriminator is None
+                else unstack_adam_state(optimizers.discriminator, i)
+            ),
+            "batch_stream_state": data.streams[i].state(),
+        }
     return results
-
-
-# --- checkpoints in training's format ---------------------------------------------------------
-def _per_model_optimizers(
-    objective: Objective,
-    vae_opt: torch.optim.Optimizer,
-    disc_opt: torch.optim.Optimizer | None,
-    k: int,
-) -> dict[str, torch.optim.Optimizer]:
-    """Per-model Adams (as ``training.make_optimizers`` builds them) holding model k's state."""
-    vae = torch.optim.Adam(objective.vae_parameters(), **VAE_ADAM)
-    vae.load_state_dict(unstack_adam_state(vae_opt, k))
-    named: dict[str, torch.optim.Optimizer] = {"vae": vae}
-    if disc_opt is not None:
-        disc = torch.optim.Adam(objective.discriminator_parameters(), **DISCRIMINATOR_ADAM)
-        disc.load_state_dict(unstack_adam_state(disc_opt, k))
-        named["discriminator"] = disc
-    return named
-
-
-def _save_run(
-    r: _Resolved,
-    objective: Objective,
-    vae_opt: torch.optim.Optimizer,
-    disc_opt: torch.optim.Optimizer | None,
-    k: int,
-    data: StackedBatches,
-    history: _StackedHistory,
-    step: int,
-    keep: int,
-) -> str | None:
-    if r.run.checkpoint_dir is None:
-        return None
-    path = ckpt.save_checkpoint(
-        r.run.checkpoint_dir,
-        step=step,
-        objective=objective,
-        optimizers=_per_model_optimizers(objective, vae_opt, disc_opt, k),
-        stream_state=data.streams[k].state(),
-        history=history.arrays(k),
-        config=r.config,
-        keep=keep,
-    )
-    return str(path)
-
-
-def _restore(
-    resolved: Sequence[_Resolved], objectives: Sequence[Objective], resume: bool | None
-) -> list[ckpt.Checkpoint] | None:
-    """Read every run's newest checkpoint (all or none) and load its weights."""
-    dirs = [r.run.checkpoint_dir for r in resolved]
-    latest = [ckpt.latest_checkpoint(d) if d is not None else None for d in dirs]
-    have = [p is not None for p in latest]
-    if resume is False and any(have):
-        raise CheckpointError(
-            f"{sum(have)} run(s) already hold a checkpoint and resume=False; pass resume=True "
-            "(or None) to continue them, or use empty directories"
-        )
-    if not any(have):
-        if resume:
-            raise CheckpointError("resume=True but no run of the stack holds a checkpoint")
-        return None
-    if not all(have):
-        missing = [f"run {i} ({r.run.label})" for i, r in enumerate(resolved) if not have[i]]
-        raise CheckpointError(
-            f"only some runs hold a checkpoint (missing: {', '.join(missing)}); a stack resumes "
-            "all its runs at the same step: resume them alone or start them afresh"
-        )
-    checkpoints = [ckpt.read_checkpoint(p) for p in latest]  # type: ignore[arg-type]
-    steps = {c.step for c in checkpoints}
-    if len(steps) != 1:
-        raise CheckpointError(
-            f"the runs' checkpoints are at different steps {sorted(steps)}; a stack resumes all "
-            "its runs at the same step"
-        )
-    for r, c, objective in zip(resolved, checkpoints, objectives):
-        check_resume(c.state, r.config, c.path, f"run {r.run.label}")
-        ckpt.load_weights(objective, c)
-    return checkpoints
-
-
-def _load_restored(
-    checkpoints: Sequence[ckpt.Checkpoint],
-    vae_opt: torch.optim.Optimizer,
-    disc_opt: torch.optim.Optimizer | None,
-    data: StackedBatches,
-    history: _StackedHistory,
-) -> None:
-    """Optimizer moments, batch streams and histories of the checkpoints into the stack."""
-    for name, optimizer in (("vae", vae_opt), ("discriminator", disc_opt)):
-        if optimizer is None:
-            continue
-        states = []
-        for c in checkpoints:
-            # a throwaway Adam over CPU copies of the shapes reads training's format back
-            shapes = [p[0] for p in optimizer.param_groups[0]["params"]]
-            dummy = [torch.zeros_like(p, device="cpu") for p in shapes]
-            single = torch.optim.Adam(dummy, **(VAE_ADAM if name == "vae" else DISCRIMINATOR_ADAM))
-            try:
-                ckpt.optimizer_from_parts(
-                    single, c.tensors, c.state["optimizers"][name], f"optimizer/{name}"
-                )
-            except (KeyError, ValueError, RuntimeError) as exc:
-                raise CheckpointError(
-                    f"{c.path}: optimizer state {name!r} is missing or corrupt: {exc}"
-                ) from exc
-            states.append(single.state_dict())
-        stack_adam_states(optimizer, states)
-    for stream, c in zip(data.streams, checkpoints):
-        stream.load_state(c.state["batch_stream_state"])
-    for k, c in enumerate(checkpoints):
-        columns = {n: list(map(float, v)) for n, v in c.history().items()}
-        if len(columns.get("step", [])) != c.step:
-            raise CheckpointError(f"{c.path}: loss history does not match its step")
-        history.columns[k] = columns
-
-
-# --- encoding ----------------------------------------------------------------------------------
-@torch.no_grad()
-def encode_stacked(
-    models: Sequence[Objective | VAE],
-    images: np.ndarray | GroundTruth,
-    *,
-    batch_size: int | None = None,
-    device: str | torch.device | None = None,
-    precision: str = "fp32",
-) -> np.ndarray:
-    """Means μ ``[K, N, d]`` of the K models' encoders on all ``images``, in one vmapped pass.
-
-    Encoding a whole grid (737,280 dSprites images) for 30 models one by one reads and converts
-    every batch 30 times; stacked, each batch is read once and all K encoders run as grouped
-    convolutions. ``precision`` as in ``training.encode`` ("fp32" by default: metrics read μ).
-    """
-    vaes = [m.vae if isinstance(m, Objective) else m for m in models]
-    if not vaes:
-        raise InvalidArgumentError("encode_stacked needs K ≥ 1 models")
-    for v in vaes:
-        if not isinstance(v, VAE):
-            raise InvalidArgumentError(
-                f"encode_stacked takes Objectives or VAEs, got {type(v).__name__}"
-            )
-    array = as_image_array(images)
-    channels = {v.channels for v in vaes}
-    if channels != {array.shape[3]}:
-        raise InvalidArgumentError(
-            f"the models take {sorted(channels)} channel(s) but the images have {array.shape[3]}"
-        )
-    latent = {v.latent_dim for v in vaes}
-    if len(latent) != 1:
-        raise InvalidArgumentError(f"the models have different latent sizes {sorted(latent)}")
-    dev = next(vaes[0].parameters()).device if device is None else resolve_device(device)
-    plan = resolve_precision(precision, dev)
-    if batch_size is None:
-        batch_size = 4096 if dev.type == "cuda" else 512
-    batch_size = check_int("batch_size", batch_size, 1)
-    nets = [copy.deepcopy(v).to(dev).eval() for v in vaes]
-    params, buffers = stack_module_state(nets)
-    params = {n: p.detach() for n, p in params.items()}
-    params_dtype = next(iter(params.values())).dtype
-    # The whole VAE is stacked (its forward is the encoder) so that training.network_autocast
-    # gives the same precision split as training.encode: autocast trunk, fp32 heads.
-    skeleton = copy.deepcopy(nets[0]).to("meta")
-
-    def one(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], x: torch.Tensor) -> Any:
-        return functional_call(skeleton, (p, b), (x,))[0]
-
-    forward = vmap(one, in_dims=(0, 0, None))
-    source = as_source(array)
-    out = torch.empty(len(vaes), len(source), latent.pop(), dtype=torch.float32)
-    with network_autocast(skeleton, dev.type, plan.autocast_dtype):
-        for start in range(0, len(source), batch_size):
-            chunk = source[start : start + batch_size]
-            if dev.type == "cuda":
-                chunk = chunk.pin_memory()
-            x = images_to_input(chunk.to(dev, non_blocking=True), params_dtype)
-            mu = forward(params, buffers, x)
-            out[:, start : start + len(chunk)] = mu.float().cpu()
-    return out.numpy()
 
 
 __all__: Sequence[str] = (
@@ -773,8 +482,8 @@ __all__: Sequence[str] = (
     "StackedBatches",
     "StackedObjective",
     "check_runs",
-    "resolve_strategy",
     "encode_stacked",
+    "resolve_strategy",
     "stack_adam_states",
     "train_stacked",
     "unstack_adam_state",

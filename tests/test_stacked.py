@@ -22,10 +22,10 @@ from perturbed_disentanglement.errors import (
     InvalidArgumentError,
     TrainingDivergedError,
 )
+from perturbed_disentanglement.history import LossHistory
 from perturbed_disentanglement.stacked import (
     Run,
     StackedObjective,
-    _StackedHistory,
     encode_stacked,
     stack_adam_states,
     train_stacked,
@@ -280,11 +280,11 @@ def test_adam_state_unstacks_and_restacks() -> None:
 
 
 def test_divergence_names_the_run() -> None:
-    history = _StackedHistory(3)
+    history = LossHistory(3, labels=["run 0", "run 1", "run 2"])
     history.add(1, {"loss": torch.tensor([1.0, 2.0, 3.0])})
     history.add(2, {"loss": torch.tensor([1.0, float("nan"), 3.0])})
     with pytest.raises(TrainingDivergedError, match=r"step 2 in run 1"):
-        history.flush(["run 0", "run 1", "run 2"])
+        history.flush()
 
 
 @pytest.mark.parametrize(

@@ -505,9 +505,8 @@ def test_a_format_1_checkpoint_of_the_old_code_resumes(tmp_path: Path) -> None:
         objective = build_objective(MODEL, old.state["hparams"], 1, old.state["latent_dim"], SEED)
         objective.load_state_dict(old.model_state())
         adam = torch.optim.Adam(objective.vae_parameters(), lr=1e-4, betas=(0.9, 0.999), eps=1e-8)
-        ckpt.optimizer_from_parts(
-            adam, old.tensors, old.state["optimizers"]["vae"], "optimizer/vae"
-        )
+        tensors = {k: v.clone() for k, v in old.tensors.items()}  # Adam steps them in place
+        ckpt.optimizer_from_parts(adam, tensors, old.state["optimizers"]["vae"], "optimizer/vae")
         stream = BatchStream(SEED, len(gt), BATCH_SIZE, old.state["latent_dim"])
         stream.load_state(old.state["batch_stream_state"])
         batch = stream.next()
@@ -534,32 +533,51 @@ def test_a_format_1_checkpoint_of_the_old_code_resumes(tmp_path: Path) -> None:
     assert sorted(new.state) == sorted(old.state)
     for key in FORMAT_1_RUN_KEYS:
         assert new.state[key] == old.state[key], key
-    assert (
-        new.state["optimizers"]["vae"]["param_groups"]
-        == (old.state["optimizers"]["vae"]["param_groups"])
-    )
+    groups = [c.state["optimizers"]["vae"]["param_groups"] for c in (new, old)]
+    assert groups[0] == groups[1]
     shapes = {k: v.shape for k, v in old.tensors.items() if not k.startswith("history/")}
     assert sorted(new.tensors) == sorted(old.tensors)
     assert {k: new.tensors[k].shape for k in shapes} == shapes
 
     # Where this CPU computes like the one that wrote the fixture (last bits differ between
-    # instruction sets), today's code repeats the old code's two steps bitwise (no behaviour
-    # change), and resuming the old checkpoint equals never stopping.
-    fresh = train(
-        MODEL, gt, steps=STEPS, seed=SEED, batch_size=BATCH_SIZE, num_threads=1, progress=False
-    )
+    # instruction sets), today's code writes that checkpoint again, tensor for tensor and key for
+    # key (no behaviour change), and resuming the old checkpoint equals never stopping.
+    same = dict(seed=SEED, batch_size=BATCH_SIZE, num_threads=1, progress=False)
+    fresh = train(MODEL, gt, steps=STEPS, checkpoint_dir=tmp_path / "fresh", **same)
     if all(
         torch.equal(v, old.tensors[f"model/{k}"]) for k, v in fresh.objective.state_dict().items()
     ):
-        straight = train(
-            MODEL,
-            gt,
-            steps=STEPS + 1,
-            seed=SEED,
-            batch_size=BATCH_SIZE,
-            num_threads=1,
-            progress=False,
-        )
+        again = ckpt.read_checkpoint(tmp_path / "fresh")
+        assert again.tensors.keys() == old.tensors.keys()
+        for name, value in old.tensors.items():
+            assert torch.equal(again.tensors[name], value), name
+        volatile = {"created_unix", "package_version", "torch_version", "weights_sha256"}
+        assert {k: v for k, v in again.state.items() if k not in volatile} == {
+            k: v for k, v in old.state.items() if k not in volatile
+        }
+        straight = train(MODEL, gt, steps=STEPS + 1, **same)
         assert _same_weights(straight.objective, resumed.objective)
         for name in straight.history:
             np.testing.assert_array_equal(straight.history[name], resumed.history[name])
+
+
+def test_a_checkpoint_without_a_run_field_is_refused_by_name(tmp_path: Path) -> None:
+    """A checkpoint that does not record a field of the run's identity (an older or foreign
+    format) cannot be shown to belong to the run: resuming it names the missing field."""
+    from .data.make_checkpoint_v1 import BATCH_SIZE, MODEL, SEED, fixture_ground_truth
+
+    state_file = _old_checkpoint(tmp_path) / ckpt.STATE_FILE
+    state = json.loads(state_file.read_text())
+    del state["data_fingerprint"]
+    state_file.write_text(json.dumps(state))
+    with pytest.raises(CheckpointError, match="does not record data_fingerprint"):
+        train(
+            MODEL,
+            fixture_ground_truth(),
+            steps=3,
+            seed=SEED,
+            batch_size=BATCH_SIZE,
+            checkpoint_dir=tmp_path,
+            progress=False,
+        )
+    assert load_model(tmp_path).vae.latent_dim == 2  # the weights still load
