@@ -189,6 +189,79 @@ def decode_pngs(blobs: Sequence[bytes]) -> np.ndarray:
     return out
 
 
+def _png_rows(blob: bytes, h: int, w: int, c: int) -> np.ndarray:
+    """The filtered scanlines ``[h, 1 + w·c]`` of a non-interlaced 8-bit PNG of that shape.
+
+    Checks the signature, IHDR and every chunk's CRC; raises DataFormatError otherwise.
+    """
+    if blob[:8] != _SIGNATURE:
+        raise DataFormatError("not a PNG (bad signature)")
+    pos, idat, header = 8, [], None
+    while pos + 12 <= len(blob):
+        (length,) = struct.unpack_from(">I", blob, pos)
+        kind = blob[pos + 4 : pos + 8]
+        end = pos + 8 + length
+        if end + 4 > len(blob):
+            raise DataFormatError(f"PNG chunk {kind!r} runs past the end of the data")
+        (crc,) = struct.unpack_from(">I", blob, end)
+        if zlib.crc32(blob[pos + 4 : end]) != crc:
+            raise DataFormatError(f"PNG chunk {kind!r}: CRC mismatch (corrupt data)")
+        if kind == b"IHDR":
+            header = struct.unpack_from(">IIBBBBB", blob, pos + 8)
+        elif kind == b"IDAT":
+            idat.append(blob[pos + 8 : end])
+        elif kind == b"IEND":
+            break
+        pos = end + 4
+    else:
+        raise DataFormatError("PNG ends without an IEND chunk")
+    if header != (w, h, 8, _COLOR_TYPES[c], 0, 0, 0):
+        raise DataFormatError(
+            f"PNG header {header} is not a {w}x{h} 8-bit {c}-channel non-interlaced image"
+        )
+    try:
+        data = zlib.decompress(b"".join(idat))
+    except zlib.error as exc:
+        raise DataFormatError(f"PNG image data does not inflate: {exc}") from exc
+    if len(data) != h * (1 + w * c):
+        raise DataFormatError(f"PNG image data has {len(data)} bytes, expected {h * (1 + w * c)}")
+    return np.frombuffer(data, np.uint8).reshape(h, 1 + w * c)
+
+
+def decode_png_batch(blobs: Sequence[bytes], shape: tuple[int, int, int]) -> np.ndarray:
+    """Pixels of many PNGs of one ``shape`` (h, w, c) as uint8 ``[n, h, w, c]``, fast.
+
+    Why: Pillow spends ~0.1 ms of Python per small image, which dominates checking millions of
+    rows. Here each image costs one ``zlib.decompress`` (and its CRCs), and the PNG filters are
+    undone vectorised over the batch (None, Sub and Up rows; an image with Average or Paeth rows
+    goes to Pillow). Any PNG that is not a plain 8-bit image of ``shape`` raises
+    DataFormatError naming its position.
+    """
+    h, w, c = shape
+    rows = np.empty((len(blobs), h, 1 + w * c), np.uint8)
+    for k, blob in enumerate(blobs):
+        try:
+            rows[k] = _png_rows(blob, h, w, c)
+        except DataFormatError as exc:
+            raise DataFormatError(f"PNG {k} of the batch: {exc}") from exc
+    kinds = rows[:, :, 0]
+    out = rows[:, :, 1:].reshape(len(blobs), h, w, c)
+    if kinds.max(initial=0) > 4:
+        k = int(np.argmax(kinds.max(axis=1) > 4))
+        raise DataFormatError(f"PNG {k} of the batch: unknown row filter {int(kinds[k].max())}")
+    sub = kinds == 1
+    if sub.any():
+        out[sub] = np.cumsum(out[sub], axis=1, dtype=np.uint8)  # x_i = r_i + x_{i-1} mod 256
+    up = kinds == 2
+    for y in np.flatnonzero(up.any(axis=0)):
+        images = up[:, y]
+        out[images, y] += out[images, y - 1] if y > 0 else 0  # row -1 is zero
+    slow = np.flatnonzero((kinds >= 3).any(axis=1))
+    for k in slow:
+        out[k] = decode_png(blobs[k]).reshape(h, w, c)
+    return out
+
+
 def pillow_encode(images: np.ndarray, level: int = 6) -> list[bytes]:
     """Pillow's PNG encoder (its default adaptive filtering) at ``level``: the benchmark's baseline."""
     from PIL import Image

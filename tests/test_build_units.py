@@ -212,3 +212,25 @@ def test_figure_shows_five_columns_and_is_deterministic() -> None:
     diff = difference_image(perturbed, original)
     assert diff.dtype == np.uint8 and set(np.unique(diff)) <= set(range(256))
     assert np.all(difference_image(original, original) == 128)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_the_verifiers_batch_decoder_equals_pillow_and_rejects_corruption(channels) -> None:
+    from perturbed_disentanglement.png import decode_png_batch
+
+    rng = np.random.default_rng(7)
+    images = rng.integers(0, 256, (6, 64, 64, channels), dtype=np.uint8)
+    images[:, 30:] = np.arange(64, dtype=np.uint8)[None, None, :, None]  # gradients: Sub/Up rows
+    for f in FILTERS:  # average, paeth and adaptive rows go through Pillow
+        blobs = PngEncoder(f, 6).encode(images)
+        np.testing.assert_array_equal(decode_png_batch(blobs, (64, 64, channels)), images)
+        np.testing.assert_array_equal(decode_pngs(blobs), images)
+    blobs = PngEncoder("sub", 6).encode(images)
+    bad = bytearray(blobs[3])
+    bad[60] ^= 0x04  # inside the IDAT data: its CRC no longer matches
+    with pytest.raises(DataFormatError, match="PNG 3 of the batch.*CRC"):
+        decode_png_batch([*blobs[:3], bytes(bad)], (64, 64, channels))
+    with pytest.raises(DataFormatError, match="header"):
+        decode_png_batch(blobs[:1], (32, 64, channels))
+    with pytest.raises(DataFormatError, match="signature"):
+        decode_png_batch([b"GIF89a" + blobs[0][6:]], (64, 64, channels))
