@@ -23,7 +23,7 @@ class PerturbedShapes3D(PerturbedBuilder):
     # smallest files for their speed on shaded scenes (benchmarks/bench_build.py)
     png = {
         "original": PngEncoder("sub", 1, "default"),
-        "perturbed": PngEncoder("none", 1, "default"),
+        "perturbed": PngEncoder("none", 2, "default"),
         "noise": PngEncoder("sub", 6, "huffman"),
     }
 

@@ -40,6 +40,7 @@ import datasets
 import numpy as np
 import pyarrow as pa
 
+import cards  # the card stage runs last: an import problem must show at once
 from builders import BUILDERS, get_builder
 from builders.base import (
     PARQUET_SETTINGS,
@@ -673,7 +674,8 @@ def build(opts: BuildOptions, log: Callable[[str], None] = print) -> BuildResult
         grid.parent_indices if isinstance(grid, SubGrid) else np.arange(len(grid), dtype=np.int64)
     )
     ctx = Context(builder, root, grid, index, s, pattern, opts.seed)
-    ctx.grid.images(np.arange(1))  # warm lazy renderer caches before threads share them
+    warm = getattr(grid, "ensure_views", None)  # Shapes3D renders its 480 views once, on all cores
+    warm() if warm is not None else grid.images(np.arange(min(len(grid), ROW_GROUP_ROWS)))
 
     def shard_stage() -> tuple[list[ShardPlan], dict, dict, dict, int]:
         n = len(grid)
@@ -733,8 +735,6 @@ def build(opts: BuildOptions, log: Callable[[str], None] = print) -> BuildResult
     plans, entries, built, reused, block_rows = stages.run("shards", shard_stage)
 
     def card_stage() -> tuple[dict, str]:
-        from cards import comparison_figure, render_card
-
         planned = {p.path for p in plans} | {CARD_FILE, MANIFEST_FILE, FIGURE_FILE}
         stale = [f for f in state["written"] if f not in planned]
         for rel in stale:  # ours, from an earlier build with other parameters
@@ -755,7 +755,7 @@ def build(opts: BuildOptions, log: Callable[[str], None] = print) -> BuildResult
         n_cfg = main.get("noise") or DatasetConfig("noise", "noise", opts.epsilons[0])
         args = (original, index[figure_rows], s[figure_rows])
         kw = {"pattern": pattern, "seed": opts.seed}
-        figure = comparison_figure(
+        figure = cards.comparison_figure(
             original, config_images(p_cfg, *args, **kw), config_images(n_cfg, *args, **kw)
         )
         write_bytes_atomic(out / FIGURE_FILE, figure)
@@ -769,7 +769,7 @@ def build(opts: BuildOptions, log: Callable[[str], None] = print) -> BuildResult
             "epsilon": p_cfg.epsilon,
         }
         sha = write_manifest(out, manifest)
-        write_bytes_atomic(out / CARD_FILE, render_card(manifest, builder, sha).encode())
+        write_bytes_atomic(out / CARD_FILE, cards.render_card(manifest, builder, sha).encode())
         return manifest, sha
 
     manifest, sha = stages.run("card", card_stage)
