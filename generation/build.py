@@ -39,6 +39,7 @@ from typing import Any
 import datasets
 import numpy as np
 import pyarrow as pa
+from filelock import FileLock, Timeout
 
 import cards  # the card stage runs last: an import problem must show at once
 from builders import BUILDERS, get_builder
@@ -359,12 +360,9 @@ def _reference_record(ref: Reference, source: dict[str, Any]) -> dict[str, Any]:
     """What the manifest keeps of a reference: restarts' metrics, the choice, s's constants."""
     record = ref.record
     keep = ("restart", "seed", "step", "mig", "mig_per_factor", "active_units", "mean_variance")
-    proto = {
-        k: v
-        for k, v in record["protocol"].items()
-        if k in ("preset", "restarts", "steps", "seed", "seeds", "model", "hparams")
-        or k in ("latent_dim", "batch_size", "mig_points", "selection", "mig", "device", "torch")
-    }
+    wanted = ("preset", "restarts", "steps", "seed", "seeds", "model", "hparams", "latent_dim")
+    wanted += ("batch_size", "mig_points", "selection", "mig", "device", "torch")
+    proto = {k: v for k, v in record["protocol"].items() if k in wanted}
     return {
         **source,
         "package_version": record.get("package_version"),
@@ -640,7 +638,30 @@ def build(opts: BuildOptions, log: Callable[[str], None] = print) -> BuildResult
         _check_shipped(opts.dataset)  # fail fast: nothing is read or written yet
     check_out(out, workdir, opts.overwrite)  # refuse a foreign folder before any work
     _check_workdir(workdir, out)
+    lock = FileLock(str(workdir / ".lock"), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout as exc:
+        raise BuildError(
+            f"another build is running with --workdir {workdir}; wait for it or use another one"
+        ) from exc
+    try:
+        return _build(opts, builder, out, workdir, configs, stages, t_start, log)
+    finally:
+        lock.release()
 
+
+def _build(
+    opts: BuildOptions,
+    builder: PerturbedBuilder,
+    out: Path,
+    workdir: Path,
+    configs: list[DatasetConfig],
+    stages: _Stages,
+    t_start: float,
+    log: Callable[[str], None],
+) -> BuildResult:
+    """The stages, once the folders are checked and the work directory is locked."""
     gt, grid, gt_info = stages.run("ground truth", lambda: _ground_truth(opts, builder))
     log(f"  {grid!r}: {len(grid):,} images")
     state, previously_verified = prepare_out(out, workdir, opts.overwrite, log)
@@ -674,11 +695,11 @@ def build(opts: BuildOptions, log: Callable[[str], None] = print) -> BuildResult
         grid.parent_indices if isinstance(grid, SubGrid) else np.arange(len(grid), dtype=np.int64)
     )
     ctx = Context(builder, root, grid, index, s, pattern, opts.seed)
-    warm = getattr(grid, "ensure_views", None)  # Shapes3D renders its 480 views once, on all cores
-    warm() if warm is not None else grid.images(np.arange(min(len(grid), ROW_GROUP_ROWS)))
 
     def shard_stage() -> tuple[list[ShardPlan], dict, dict, dict, int]:
         n = len(grid)
+        if hasattr(grid, "ensure_views"):  # Shapes3D: its 480 views once, on all cores,
+            grid.ensure_views()  # before the worker threads share them
         plans: list[ShardPlan] = []
         per_config = {}
         for config in configs:
@@ -930,7 +951,8 @@ def parse_args(argv: list[str] | None = None) -> BuildOptions:
         "--configs",
         type=_configs_arg,
         default=list(KINDS),
-        help="comma-separated subset of perturbed,noise,original (default: all three)",
+        help="comma-separated subset of perturbed,noise,original (default: all three); the "
+        "folder then holds exactly these (configs of an earlier build are removed)",
     )
     parser.add_argument("--reference", metavar="PATH", help="reference artifact folder to use")
     parser.add_argument(

@@ -243,12 +243,15 @@ def _resolve_s(
     s: np.ndarray | None,
     reference: str | None,
     workdir: str | None,
+    default_workdir: Path | None = None,
 ) -> tuple[np.ndarray | None, str]:
     """The s the build used (its sha256 must be the manifest's), and where it came from."""
     want = manifest["s"]["sha256"]
     candidates: list[tuple[str, Any]] = []
     if s is not None:
         candidates.append(("the build's s", lambda: s))
+    if not workdir and default_workdir is not None and default_workdir.is_dir():
+        workdir = str(default_workdir)  # the build's default: build/<folder name>
     if workdir:
         candidates.append(
             (
@@ -528,7 +531,9 @@ def verify_folder(
             f"{gt_info['fingerprint'][:12]}…): the renderer or the source changed",
         )
         return report
-    s_values, origin = _resolve_s(manifest, s, reference, workdir)
+    s_values, origin = _resolve_s(
+        manifest, s, reference, workdir, Path("build") / folder.resolve().name
+    )
     if s_values is None:
         report.add("s", "reference", origin)
         return report

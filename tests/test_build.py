@@ -410,3 +410,12 @@ def test_manifest_and_state_files_are_json(tmp_path) -> None:
     assert read_state(tmp_path) == state
     (tmp_path / STATE_FILE).write_text("garbage")
     assert read_state(tmp_path) is None  # unreadable: nothing counts as ours
+
+
+def test_a_second_build_on_the_same_workdir_is_refused(tmp_path) -> None:
+    workdir = tmp_path / "work"
+    build_module._check_workdir(workdir, tmp_path / "out")
+    with FileLock(str(workdir / ".lock")):
+        with pytest.raises(BuildError, match="another build is running"):
+            run_build(tmp_path / "out", workdir)
+    assert not (tmp_path / "out").exists()
