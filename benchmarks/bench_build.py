@@ -195,12 +195,12 @@ def bench_pipeline(
         )
         for c in configs
     }
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for tables in ordered_map(lambda ab: ctx.block(*ab, configs), blocks, jobs):
         for name, table in tables.items():
             writers[name].write(table)
     sizes = {name: w.commit()[1] for name, w in writers.items()}
-    write = time.perf_counter() - t0
+    write, write_cpu = time.perf_counter() - t0, time.process_time() - c0
     import pyarrow.parquet as pq
 
     checker = _Rows(
@@ -224,11 +224,11 @@ def bench_pipeline(
         for a, b in blocks:
             yield a, b, {name: ("shard", 0, next(r)) for name, r in readers.items()}
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     problems = 0
     for _checked, found in ordered_map(lambda it: checker.check(*it), items(), jobs):
         problems += len(found)
-    verify = time.perf_counter() - t0
+    verify, verify_cpu = time.perf_counter() - t0, time.process_time() - c0
     n = len(ctx.grid)
     return {
         "rows": rows,
@@ -237,7 +237,12 @@ def bench_pipeline(
         "verify_s": verify,
         "problems": problems,
         "bytes_per_row": {name: size / rows for name, size in sizes.items()},
+        "write_cpu_s": write_cpu,
+        "verify_cpu_s": verify_cpu,
         "projected_full_grid_s": (write + verify) * n / rows,
+        # what the same CPU work takes on `jobs` otherwise idle cores (threads scale ~linearly
+        # there; on a shared machine the wall time above is what was measured)
+        "projected_full_grid_idle_s": (write_cpu + verify_cpu) * n / rows / jobs,
         "projected_full_grid_bytes": {name: size * n / rows for name, size in sizes.items()},
     }
 
@@ -351,7 +356,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"\nshard stage, all three configs: {p['write_s']:.1f} s "
                 f"({rows * 3 / p['write_s']:,.0f} img/s); verification {p['verify_s']:.1f} s "
                 f"({rows * 3 / p['verify_s']:,.0f} img/s, {p['problems']} problems); projected for "
-                f"the whole grid: {p['projected_full_grid_s'] / 60:.1f} min, {sizes}"
+                f"the whole grid: {p['projected_full_grid_s'] / 60:.1f} min at this load "
+                f"({(p['write_cpu_s'] + p['verify_cpu_s']) / 60:.1f} CPU-min measured: "
+                f"{p['projected_full_grid_idle_s'] / 60:.1f} min on {args.jobs} idle cores), {sizes}"
             )
         if "encoders" not in args.skip:
             e = bench_encoders(ctx, configs, args.encode_rows, args.jobs)

@@ -419,3 +419,14 @@ def test_a_second_build_on_the_same_workdir_is_refused(tmp_path) -> None:
         with pytest.raises(BuildError, match="another build is running"):
             run_build(tmp_path / "out", workdir)
     assert not (tmp_path / "out").exists()
+
+
+def test_the_makefile_main_job_is_the_build() -> None:
+    """The README's first command: `make build` runs `python -m generation.build` (the default
+    dSprites build: minutes, and the shipped reference; here only its command is checked)."""
+    text = (ROOT / "Makefile").read_text()
+    if "\nbuild:" not in text:
+        pytest.skip("the Makefile has no build target yet")
+    dry = subprocess.run(["make", "-n", "build"], cwd=ROOT, capture_output=True, text=True)
+    assert dry.returncode == 0, dry.stderr
+    assert "-m generation.build" in dry.stdout
