@@ -964,7 +964,7 @@ def parse_args(argv: list[str] | None = None) -> BuildOptions:
     parser.add_argument("--seed", type=int, default=0, help="build seed: pattern, noise, retrain")
     parser.add_argument("--out", help="dataset folder (default ./perturbed-<dataset>[-smoke])")
     parser.add_argument(
-        "--workdir", help="caches and the resumable state (default build/perturbed-<dataset>)"
+        "--workdir", help="caches and the resumable state (default build/<out folder name>)"
     )
     parser.add_argument(
         "--overwrite",
