@@ -1,14 +1,18 @@
 # Two commands do all the setup on a fresh clone:
-#   make preview   render the procedural dSprites grid and write out/preview.png (the main job for now)
+#   make preview   render the procedural dSprites grid and write out/preview.png (the main job until
+#                  the shipped references are committed; then `make build` takes its place)
 #   make test      run the whole test suite
+# make build builds perturbed-dsprites (DATASET=shapes3d for the other); make build-smoke runs the
+# whole build on the smoke sub-grid in seconds.
 # Both create .venv on first use. torch==2.13.0 is pinned here because a CPU build of it is
 # available offline on our machines; any torch>=2.3 works for users (see pyproject.toml).
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
+DATASET ?= dsprites
 
-.PHONY: venv preview test lint clean
+.PHONY: venv preview build build-smoke test lint clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +25,12 @@ venv: $(VENV)/.installed
 
 preview: venv
 	$(PY) -m generation.preview --dataset dsprites --all --out out/preview.png
+
+build: venv
+	$(PY) -m generation.build --dataset $(DATASET)
+
+build-smoke: venv
+	$(PY) -m generation.build --dataset $(DATASET) --smoke
 
 test: venv
 	$(PY) -m pytest -n 2 -q

@@ -14,7 +14,6 @@ pyarrow's version (no timestamps or paths are written), so the same build gives 
 from __future__ import annotations
 
 import abc
-import hashlib
 import math
 import os
 import tempfile
@@ -31,6 +30,7 @@ import pyarrow.parquet as pq
 from perturbed_disentanglement.atomic import fsync_dir
 from perturbed_disentanglement.dataset_configs import DEFAULT_CONFIG, KINDS, DatasetConfig
 from perturbed_disentanglement.errors import ArtifactError, DataFormatError
+from perturbed_disentanglement.files import sha256_of
 from perturbed_disentanglement.ground_truth import Factor, GroundTruth
 from perturbed_disentanglement.png import PngEncoder
 
@@ -92,14 +92,6 @@ def shard_name(shard: int, num_shards: int) -> str:
 def shard_path(config: str, shard: int, num_shards: int) -> str:
     """The shard's path inside the dataset folder (POSIX separators, as the YAML and Hub use)."""
     return f"{DATA_DIR}/{config}/{shard_name(shard, num_shards)}"
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 class PerturbedBuilder(abc.ABC):
@@ -300,7 +292,7 @@ class ShardWriter:
         self.file.close()
         os.replace(self.tmp, self.path)
         fsync_dir(self.path.parent)
-        return sha256_file(self.path), self.path.stat().st_size
+        return sha256_of(self.path), self.path.stat().st_size
 
     def abort(self) -> None:
         """Drop the partial shard (the final name is never touched)."""

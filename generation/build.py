@@ -29,9 +29,7 @@ import re
 import shutil
 import sys
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,7 +47,6 @@ from builders.base import (
     PerturbedBuilder,
     ShardWriter,
     plan_rows_per_shard,
-    sha256_file,
     shard_path,
 )
 from builders.manifest import (
@@ -75,6 +72,7 @@ from perturbed_disentanglement.dataset_configs import (
 )
 from perturbed_disentanglement.errors import ArtifactError, PerturbedDisentanglementError
 from perturbed_disentanglement.ground_truth import GroundTruth, sha256_of
+from perturbed_disentanglement.ordered_map import ordered_map
 from perturbed_disentanglement.perturbation import (
     MAX_SEED,
     Pattern,
@@ -490,29 +488,6 @@ class Context:
         return float(np.mean([len(p) for p in png])) + 8 * (3 + 2 * len(self.builder.factors))
 
 
-def ordered_map(fn: Callable, items: Iterable, jobs: int) -> Iterator:
-    """``map(fn, items)`` on ``jobs`` threads, in order, with at most ``2·jobs`` items in flight."""
-    if jobs <= 1:
-        yield from map(fn, items)
-        return
-    pool = ThreadPoolExecutor(max_workers=jobs)
-    pending: deque = deque()
-    it = iter(items)
-    try:
-        for item in it:
-            pending.append(pool.submit(fn, item))
-            if len(pending) >= 2 * jobs:
-                break
-        while pending:
-            result = pending.popleft().result()
-            for item in it:
-                pending.append(pool.submit(fn, item))
-                break
-            yield result
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
 def _ledger_path(workdir: Path, plan: ShardPlan) -> Path:
     return workdir / "shards" / plan.config.name / (Path(plan.path).name + ".json")
 
@@ -535,7 +510,7 @@ def _reusable(out: Path, workdir: Path, plan: ShardPlan, log: Callable) -> dict 
     target = out / plan.path
     if not target.exists():
         return None
-    if target.stat().st_size != entry["bytes"] or sha256_file(target) != entry["sha256"]:
+    if target.stat().st_size != entry["bytes"] or sha256_of(target) != entry["sha256"]:
         log(f"{plan.path} differs from what this build wrote (corrupt or modified): rebuilding")
         return None
     return entry

@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from builders import BUILDERS, get_builder
-from builders.base import DATA_DIR, SPLIT, sha256_file
+from builders.base import DATA_DIR, SPLIT
 from builders.manifest import (
     CARD_FILE,
     MANIFEST_FILE,
@@ -46,6 +46,8 @@ from builders.manifest import (
 from perturbed_disentanglement import ground_truth
 from perturbed_disentanglement.dataset_configs import DatasetConfig, config_images
 from perturbed_disentanglement.errors import DataFormatError, PerturbedDisentanglementError
+from perturbed_disentanglement.files import sha256_of
+from perturbed_disentanglement.ordered_map import ordered_map
 from perturbed_disentanglement.perturbation import Pattern
 from perturbed_disentanglement.png import decode_png, decode_png_batch
 from perturbed_disentanglement.reference import grid_identity, load_reference, s_sha256
@@ -145,7 +147,7 @@ def check_files(folder: Path, manifest: dict[str, Any], report: VerifyReport) ->
             size = path.stat().st_size
             if size != shard["bytes"]:
                 report.add("size", where, f"{size:,} bytes, the manifest says {shard['bytes']:,}")
-            digest = sha256_file(path)
+            digest = sha256_of(path)
             if digest != shard["sha256"]:
                 report.add(
                     "sha256",
@@ -175,7 +177,7 @@ def check_files(folder: Path, manifest: dict[str, Any], report: VerifyReport) ->
     figure = folder / manifest["figure"]["path"]
     if not figure.is_file():
         report.add("file", manifest["figure"]["path"], "missing")
-    elif sha256_file(figure) != manifest["figure"]["sha256"]:
+    elif sha256_of(figure) != manifest["figure"]["sha256"]:
         report.add("sha256", manifest["figure"]["path"], "differs from the manifest")
     listed = set(listed_files(manifest))
     for rel in _all_files(folder):
@@ -490,7 +492,6 @@ def verify_folder(
     progress: bool = True,
 ) -> VerifyReport:
     """Check ``folder`` (see the module docstring); never raises for a bad folder, reports it."""
-    from generation.build import ordered_map
 
     folder = Path(folder)
     report = VerifyReport(folder, rows=rows)

@@ -22,12 +22,12 @@ import pytest
 from filelock import FileLock
 
 from builders import get_builder
-from builders.base import sha256_file
 from builders.manifest import STATE_FILE, read_manifest, read_state
 from generation import build as build_module
 from generation.build import BuildError, BuildOptions, build, main, resolve_options
 from perturbed_disentanglement import ground_truth
 from perturbed_disentanglement.errors import InvalidArgumentError
+from perturbed_disentanglement.files import sha256_of
 from perturbed_disentanglement.perturbation import default_strength, max_step
 from perturbed_disentanglement.reference import SHIPPED_DIR, preset_ground_truth
 
@@ -84,7 +84,7 @@ def run_build(out: Path, workdir: Path, **options) -> tuple[build_module.BuildRe
 
 
 def shard_hashes(folder: Path) -> dict[str, str]:
-    return {p.relative_to(folder).as_posix(): sha256_file(p) for p in folder.glob("data/*/*")}
+    return {p.relative_to(folder).as_posix(): sha256_of(p) for p in folder.glob("data/*/*")}
 
 
 def smoke_grid():
@@ -113,7 +113,7 @@ def test_smoke_build_cli_summary_and_layout(smoke_build: SmokeBuild) -> None:
     assert manifest["png"]["perturbed"]["encoder"] == "perturbed_disentanglement.png"
     for config in manifest["configs"].values():
         for shard in config["shards"]:
-            assert sha256_file(smoke_build.out / shard["path"]) == shard["sha256"]
+            assert sha256_of(smoke_build.out / shard["path"]) == shard["sha256"]
             assert (
                 pq.ParquetFile(smoke_build.out / shard["path"]).metadata.num_rows == shard["rows"]
             )
