@@ -213,23 +213,25 @@ def check_images(images: object, name: str = "images") -> np.ndarray:
     return images
 
 
-def check_s(s: object, n: int) -> np.ndarray:
-    """``s`` as a finite float64 ``[n]`` array (one value per image), else an error."""
+def check_s(s: object, n: int, *, name: str = "s", per: str = "image") -> np.ndarray:
+    """``s`` as a finite float64 ``[n]`` array (one value per ``per``), else an error."""
     if isinstance(s, np.ndarray) and s.dtype == np.bool_:
-        raise InvalidArgumentError(f"s must be a float array [{n}], got dtype bool")
+        raise InvalidArgumentError(f"{name} must be a float array [{n}], got dtype bool")
     try:
         arr = np.asarray(s, dtype=np.float64)  # float32 widens exactly
     except (TypeError, ValueError) as exc:
-        raise InvalidArgumentError(f"s must be a float array [{n}] (one per image): {exc}") from exc
+        raise InvalidArgumentError(
+            f"{name} must be a float array [{n}] (one per {per}): {exc}"
+        ) from exc
     if arr.shape != (n,):
         raise InvalidArgumentError(
-            f"s must have one value per image, shape [{n}], got {list(arr.shape)}"
+            f"{name} must have one value per {per}, shape [{n}], got {list(arr.shape)}"
         )
     bad = ~np.isfinite(arr)
     if bad.any():
         first = int(np.argmax(bad))
         raise InvalidArgumentError(
-            f"s contains NaN or infinite values (first at image {first}: {arr[first]}); "
+            f"{name} contains NaN or infinite values (first at {per} {first}: {arr[first]}); "
             "expected finite"
         )
     return arr

@@ -20,26 +20,12 @@ import numpy as np
 
 from .errors import DataFormatError, InvalidArgumentError
 from .grid import GroundTruth
-from .perturbation import Perturbation
+from .perturbation import Perturbation, check_s
 
 
 def check_s_values(s_values: object, size: int) -> np.ndarray:
     """``s_values`` as a finite float64 array with one value per grid point (``[size]``)."""
-    try:
-        arr = np.asarray(s_values, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise InvalidArgumentError(f"s_values must be a float array [{size}]: {exc}") from exc
-    if arr.shape != (size,):
-        raise InvalidArgumentError(
-            f"s_values must have one value per grid point, shape [{size}], got {list(arr.shape)}"
-        )
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        raise InvalidArgumentError(
-            f"s_values contains NaN or infinite values (first at grid index "
-            f"{int(np.argmax(bad))}); expected finite"
-        )
-    return arr
+    return check_s(s_values, size, name="s_values", per="grid point")
 
 
 def check_perturbation(perturb: object) -> Perturbation:
