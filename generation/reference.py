@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             progress=not args.no_progress,
         )
         reference.save(out, overwrite=args.overwrite)
-    except PerturbedDisentanglementError as exc:
+    except (PerturbedDisentanglementError, OSError) as exc:  # OSError: a missing --source
         print(f"error: {exc}", file=sys.stderr)
         return 2
     record = reference.record

@@ -251,6 +251,11 @@ class Reference:
         target = Path(out)
         if target.exists() and not overwrite:
             raise ArtifactError(f"{target} already exists; pass overwrite=True to replace it")
+        if target.exists() and not _is_artifact_folder(target):
+            raise ArtifactError(
+                f"{target} is not a reference artifact (it holds other files, or its record is not "
+                f"a {FORMAT} record); refusing to replace it: choose another output folder"
+            )
         tmp = make_temp_dir(target)
         try:
             from safetensors.torch import save  # bytes: save_file would create a 0600 file
@@ -298,6 +303,58 @@ class Reference:
         return Reference(record, s, self.weights)
 
 
+def _is_artifact_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds a reference artifact and nothing else (safe to replace)."""
+    if not folder.is_dir() or {p.name for p in folder.iterdir()} != {
+        RECORD_FILE,
+        S_FILE,
+        WEIGHTS_FILE,
+    }:
+        return False
+    try:
+        return json.loads((folder / RECORD_FILE).read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+#: The record's fields this package reads, and their types.
+_RECORD_FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "ground_truth": {
+        "name": str,
+        "factor_names": list,
+        "factor_sizes": list,
+        "image_shape": list,
+        "num_images": int,
+        "fingerprint": str,
+    },
+    "s": {"latent": int, "sha256": str, "sign": (int, float), "mean": float, "std": float},
+    "model": {"channels": int, "latent_dim": int, "file_sha256": str},
+}
+
+
+def _check_record(record: dict[str, Any], path: Path) -> None:
+    """Every field :class:`Reference` reads is present with its type, else an ArtifactError."""
+    for section, fields in _RECORD_FIELDS.items():
+        part = record.get(section)
+        if not isinstance(part, dict):
+            raise ArtifactError(f"{path}: the record has no {section!r} section")
+        for key, kind in fields.items():
+            value = part.get(key)
+            if isinstance(value, bool) or not isinstance(value, kind):
+                kinds = kind if isinstance(kind, tuple) else (kind,)
+                raise ArtifactError(
+                    f"{path}: record field {section}.{key} is {value!r}; expected a "
+                    + " or ".join(k.__name__ for k in kinds)
+                )
+    restarts, chosen = record.get("restarts"), record.get("chosen")
+    if (
+        not isinstance(restarts, list)
+        or not isinstance(chosen, int)
+        or not 0 <= chosen < len(restarts)
+    ):
+        raise ArtifactError(f"{path}: the record's restarts and chosen restart do not match")
+
+
 def load_reference(
     where: str | os.PathLike, gt: GroundTruth | None = None, *, shipped: bool | None = None
 ) -> Reference:
@@ -333,6 +390,7 @@ def load_reference(
             f"{folder}: reference format version {record.get('format_version')!r}, this package "
             f"reads version {FORMAT_VERSION}"
         )
+    _check_record(record, folder / RECORD_FILE)
     try:
         s = np.load(folder / S_FILE, allow_pickle=False)
     except (OSError, ValueError) as exc:

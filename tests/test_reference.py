@@ -236,6 +236,26 @@ def test_refusals(smoke: tuple[Reference, Path, Path], tmp_path: Path) -> None:
     with pytest.raises(ArtifactError, match="format version 99"):
         load_reference(bad)
 
+    bad = _copy(out, tmp_path / "fields")
+    record = json.loads((bad / "reference.json").read_text())
+    del record["ground_truth"]["fingerprint"]
+    (bad / "reference.json").write_text(json.dumps(record))
+    with pytest.raises(ArtifactError, match="ground_truth.fingerprint is None; expected a str"):
+        load_reference(bad)
+    record["ground_truth"]["fingerprint"], record["chosen"] = "x", 7
+    (bad / "reference.json").write_text(json.dumps(record))
+    with pytest.raises(ArtifactError, match="restarts and chosen restart do not match"):
+        load_reference(bad)
+
+    foreign = tmp_path / "my-results"  # overwrite=True never replaces a folder of other files
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(ArtifactError, match="not a reference artifact.*refusing"):
+        ref.save(foreign, overwrite=True)
+    assert (foreign / "notes.txt").read_text() == "mine"
+    replaced = ref.save(_copy(out, tmp_path / "again"), overwrite=True)  # an artifact: replaced
+    np.testing.assert_array_equal(load_reference(replaced).s, ref.s)
+
     bad = _copy(out, tmp_path / "length")
     np.save(bad / "s.npy", ref.s[:-1])
     with pytest.raises(ArtifactError, match=rf"float32 \[{len(grid)}\]"):
@@ -308,3 +328,9 @@ def test_cli_resumes_after_a_kill_and_gives_the_same_artifact(tmp_path: Path) ->
         _cli(tmp_path / "w2", tmp_path / "a2"), cwd=ROOT, env=env, capture_output=True, text=True
     )
     assert again.returncode == 2 and "already exists" in again.stderr
+    missing = subprocess.run(
+        [*_cli(tmp_path / "w3", tmp_path / "a3"), "--source", str(tmp_path / "nope.npz")],
+        cwd=ROOT, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert missing.returncode == 2 and "nope.npz" in missing.stderr
+    assert "Traceback" not in missing.stderr
