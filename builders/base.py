@@ -27,9 +27,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from perturbed_disentanglement.atomic import fsync_dir
+from perturbed_disentanglement.atomic import FILE_MODE, fsync_dir
 from perturbed_disentanglement.dataset_configs import DEFAULT_CONFIG, KINDS, DatasetConfig
-from perturbed_disentanglement.errors import ArtifactError, DataFormatError
+from perturbed_disentanglement.errors import DataFormatError
 from perturbed_disentanglement.files import sha256_of
 from perturbed_disentanglement.ground_truth import Factor, GroundTruth
 from perturbed_disentanglement.png import PngEncoder
@@ -51,15 +51,6 @@ PARQUET_SETTINGS = {
     "page_index": True,
 }
 DATA_DIR = "data"
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-FILE_MODE = 0o666 & ~_umask()  # what open() would give under the umask
 SPLIT = "train"
 
 
@@ -216,11 +207,14 @@ class PerturbedBuilder(abc.ABC):
             dataset_size=num_bytes,
         )
 
-    def card_metadata(self, configs: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    def card_metadata(
+        self, configs: Mapping[str, Mapping[str, Any]], default: str = DEFAULT_CONFIG
+    ) -> dict[str, Any]:
         """The card's YAML entries for the configs of a manifest (``{name: {rows, bytes}}``).
 
-        ``configs:`` points each config at ``data/<config>/train-*`` (``perturbed`` is the
-        default), ``dataset_info`` comes from ``datasets``' own serialiser.
+        ``configs:`` points each config at ``data/<config>/train-*`` (``default`` is marked the
+        default: the manifest's ``build.default_config``), ``dataset_info`` comes from
+        ``datasets``' own serialiser.
         """
         from huggingface_hub import DatasetCardData
 
@@ -231,7 +225,7 @@ class PerturbedBuilder(abc.ABC):
                     "data_files": [
                         {"split": SPLIT, "path": f"{DATA_DIR}/{name}/{SPLIT}-*.parquet"}
                     ],
-                    **({"default": True} if name == DEFAULT_CONFIG else {}),
+                    **({"default": True} if name == default else {}),
                 }
                 for name in configs
             }
@@ -303,14 +297,6 @@ class ShardWriter:
         if not self.file.closed:
             self.file.close()
         self.tmp.unlink(missing_ok=True)
-
-
-def read_shard_rows(path: str | os.PathLike) -> int:
-    """Rows of a Parquet file from its footer; an ArtifactError if it is not readable Parquet."""
-    try:
-        return pq.ParquetFile(path).metadata.num_rows
-    except (OSError, pa.ArrowInvalid) as exc:
-        raise ArtifactError(f"{path} is not a readable Parquet file: {exc}") from exc
 
 
 def plan_rows_per_shard(bytes_per_row: float, num_rows: int, block: int = ROW_GROUP_ROWS) -> int:

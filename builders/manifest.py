@@ -87,7 +87,77 @@ def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
     missing = [k for k in _REQUIRED if k not in manifest]
     if missing:
         raise ArtifactError(f"{path} lacks the entries {missing}")
+    _check_structure(path, manifest)
     return manifest
+
+
+def _is_int(value: Any, minimum: int = 0) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def _check_structure(path: Path, manifest: dict[str, Any]) -> None:
+    """The types and keys the verifier and the card read (ArtifactError naming the first bad one),
+    so that an edited or inconsistent manifest is reported, never a traceback."""
+
+    def need(ok: bool, where: str, what: str) -> None:
+        if not ok:
+            raise ArtifactError(f"{path}: {where} must be {what}")
+
+    for key in ("ground_truth", "build", "reference", "s", "pattern", "parquet", "configs"):
+        need(isinstance(manifest[key], dict), key, "an object")
+    need(isinstance(manifest["dataset"], str), "dataset", "a string")
+    need(isinstance(manifest["figure"], dict), "figure", "an object")
+    for key in ("path", "sha256"):
+        need(isinstance(manifest["figure"].get(key), str), f"figure.{key}", "a string")
+    need(
+        _is_int(manifest["ground_truth"].get("num_images"), 1),
+        "ground_truth.num_images",
+        "a positive integer",
+    )
+    need(isinstance(manifest["s"].get("sha256"), str), "s.sha256", "a string")
+    need(
+        _is_int(manifest["parquet"].get("row_group_rows"), 1),
+        "parquet.row_group_rows",
+        "a positive integer",
+    )
+    build = manifest["build"]
+    need(
+        isinstance(build.get("configs"), list)
+        and all(isinstance(c, str) for c in build["configs"])
+        and sorted(build["configs"]) == sorted(manifest["configs"]),
+        "build.configs",
+        "the list of the names in configs",
+    )
+    need(
+        build.get("default_config") in manifest["configs"],
+        "build.default_config",
+        "one of the configs",
+    )
+    shard_keys = {"path": str, "sha256": str}
+    for name, config in manifest["configs"].items():
+        where = f"configs.{name}"
+        need(isinstance(config, dict), where, "an object")
+        need(isinstance(config.get("kind"), str), f"{where}.kind", "a string")
+        need(
+            isinstance(config.get("epsilon"), (int, float))
+            and not isinstance(config["epsilon"], bool),
+            f"{where}.epsilon",
+            "a number",
+        )
+        for key in ("rows", "bytes"):
+            need(_is_int(config.get(key)), f"{where}.{key}", "a non-negative integer")
+        need(
+            isinstance(config.get("shards"), list) and config["shards"],
+            f"{where}.shards",
+            "a non-empty list",
+        )
+        for i, shard in enumerate(config["shards"]):
+            at = f"{where}.shards[{i}]"
+            need(isinstance(shard, dict), at, "an object")
+            for key, kind in shard_keys.items():
+                need(isinstance(shard.get(key), kind), f"{at}.{key}", "a string")
+            for key in ("rows", "bytes", "first_row"):
+                need(_is_int(shard.get(key)), f"{at}.{key}", "a non-negative integer")
 
 
 def listed_files(manifest: dict[str, Any]) -> list[str]:

@@ -112,6 +112,9 @@ def publish(
             repo_id=plan.repo_id,
             repo_type="dataset",
             allow_patterns=[path for path, _ in plan.files],
+            # shards of an earlier upload that this one no longer has; files uploaded in this
+            # same commit are kept (huggingface_hub applies deletions before the additions)
+            delete_patterns=["data/**", "images/**"],
             revision=revision,
             commit_message=f"Upload {plan.folder.name} (manifest {plan.manifest_sha256[:12]})",
         )

@@ -8,6 +8,7 @@ hand. The prose states what the manifest records (reference restarts, κ, ε, se
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +114,42 @@ def _limitations(manifest: dict[str, Any]) -> list[str]:
     if manifest["smoke"]:
         items.append("This is a smoke build: a sub-grid and a briefly trained reference.")
     return items
+
+
+def build_command(manifest: dict[str, Any]) -> str:
+    """The command line that rebuilds this folder, from the manifest's build parameters."""
+    build, gt, ref = manifest["build"], manifest["ground_truth"], manifest["reference"]
+    words = ["python -m generation.build", f"--dataset {manifest['dataset']}"]
+    if manifest["smoke"]:
+        words.append("--smoke")
+    if gt.get("source_file"):
+        words.append(f"--source {gt['source_file']}")
+    if ref.get("source") == "path":
+        words.append(f"--reference {ref.get('path')}")
+    elif ref.get("source") == "retrained" and not manifest["smoke"]:
+        words.append(f"--retrain --preset {ref.get('preset')}")
+    words.append("--eps " + " ".join(repr(float(e)) for e in build["epsilons"]))
+    words.append(f"--kappa {float(build['kappa'])!r}")
+    words.append(f"--seed {build['seed']}")
+    kinds = list(dict.fromkeys(manifest["configs"][n]["kind"] for n in build["configs"]))
+    words.append("--configs " + ",".join(kinds))
+    return " ".join(words)
+
+
+def _variable(config: str) -> str:
+    return re.sub(r"\W", "_", config)
+
+
+def usage_lines(manifest: dict[str, Any]) -> list[str]:
+    """``load_dataset`` lines for the configs this folder holds (the default config first)."""
+    build = manifest["build"]
+    default = build["default_config"]
+    repo = manifest["name"]
+    lines = [f'{_variable(default)} = load_dataset("{repo}", split="train")  # the default config']
+    for name in build["configs"]:
+        if name != default:
+            lines.append(f'{_variable(name)} = load_dataset("{repo}", "{name}", split="train")')
+    return lines
 
 
 def card_context(manifest: dict[str, Any], builder: Any, manifest_sha256: str) -> dict[str, Any]:
@@ -221,9 +258,9 @@ def card_context(manifest: dict[str, Any], builder: Any, manifest_sha256: str) -
         "pyarrow_version": manifest["parquet"]["pyarrow_version"],
         "limitations": _limitations(manifest),
         "package_version": manifest["package_version"],
-        "build_command": "python -m generation.build --dataset "
-        + dataset
-        + (" --smoke" if manifest["smoke"] else ""),
+        "build_command": build_command(manifest),
+        "usage_lines": usage_lines(manifest),
+        "usage_var": _variable(build["default_config"]),
         "license_text": (
             f"{LICENSE.capitalize()}, like the package and like dSprites and "
             "3dshapes, whose generative design these images reproduce."
@@ -240,7 +277,8 @@ def render_card(manifest: dict[str, Any], builder: Any, manifest_sha256: str) ->
     from builders.citations import LICENSE
 
     metadata = builder.card_metadata(
-        {name: manifest["configs"][name] for name in manifest["build"]["configs"]}
+        {name: manifest["configs"][name] for name in manifest["build"]["configs"]},
+        default=manifest["build"]["default_config"],
     )
     size = "1K<n<10K" if manifest["ground_truth"]["num_images"] < 10_000 else builder.size_category
     card_data = DatasetCardData(

@@ -79,6 +79,7 @@ from perturbed_disentanglement.perturbation import (
     check_epsilon,
     check_kappa,
     default_strength,
+    max_step,
 )
 from perturbed_disentanglement.reference import (
     PRESETS,
@@ -97,7 +98,13 @@ BUILD_FORMAT = 1  # bump when the bytes a shard holds change for the same inputs
 SAMPLE_ROWS = 256  # rows encoded to plan each config's shard size
 FIGURE_ROWS = 4
 WORKDIR_MARKER = ".perturbed-disentanglement-workdir.json"
-_TEMP = re.compile(r"(^|/)\.[^/]+\.tmp$")  # temporary files of atomic writes (.name.xyz.tmp)
+#: temporary files of the package's atomic writes at the build's own paths: ``.<target>.XXXX.tmp``
+#: (perturbed_disentanglement.atomic, builders.base.ShardWriter; XXXX is mkstemp's random part)
+#: for the targets a build writes (card, manifest, figure, shards); nothing else is a temp file
+_TEMP = re.compile(
+    r"^(?P<dir>(?:[^/]+/)*)\.(?P<name>README\.md|manifest\.json|samples\.png"
+    r"|train-\d{5}-of-\d{5}\.parquet)\.[a-z0-9_]+\.tmp$"
+)
 
 
 class BuildError(PerturbedDisentanglementError):
@@ -151,6 +158,12 @@ def resolve_options(opts: BuildOptions) -> BuildOptions:
     kappa, epsilon = default_strength(opts.dataset)
     opts.kappa = check_kappa(kappa if opts.kappa is None else opts.kappa)
     opts.epsilons = [check_epsilon(e) for e in (opts.epsilons or [epsilon])]
+    for e in opts.epsilons:
+        if max_step(e) == 0:
+            raise BuildError(
+                f"--eps {e:g} is below 1/255: floor(255·ε) = 0, so no stored byte may change and "
+                "perturbed/noise would be identical to original; use ε >= 1/255 (≈ 0.00392)"
+            )
     plan_configs(opts.kinds, opts.epsilons)  # unknown configs, duplicate ε
     if (
         isinstance(opts.seed, bool)
@@ -191,7 +204,8 @@ def resolve_options(opts: BuildOptions) -> BuildOptions:
         raise BuildError(f"--jobs must be >= 1, got {opts.jobs}")
     name = get_builder(opts.dataset).repo_name + ("-smoke" if opts.smoke else "")
     opts.out = opts.out or name
-    opts.workdir = opts.workdir or os.path.join("build", name)
+    # build/<out folder name>: what --help says and where verify looks for the build's s
+    opts.workdir = opts.workdir or os.path.join("build", Path(opts.out).name)
     return opts
 
 
@@ -262,7 +276,13 @@ def check_out(out: Path, workdir: Path, overwrite: bool) -> list[str]:
 
 def _is_temp(rel: str) -> bool:
     """A temporary file of an interrupted atomic write at one of the build's paths."""
-    return bool(_TEMP.search(rel)) and _is_build_path(rel)
+    found = _TEMP.match(rel)
+    if not found:
+        return False
+    target = found["dir"] + found["name"]
+    return target in (CARD_FILE, MANIFEST_FILE, FIGURE_FILE) or bool(
+        re.fullmatch(r"data/[^/]+/train-\d{5}-of-\d{5}\.parquet", target)
+    )
 
 
 def prepare_out(
@@ -399,7 +419,8 @@ def _reference(
             seed=opts.seed,
             device=opts.device,
             # the smoke model is tiny: one thread is fastest on a busy machine, and a fixed count
-            # makes its s (hence every shard) the same on any machine (README, Training)
+            # removes the dependence of its s on the thread count; float32 training still differs
+            # between CPUs (AVX2 vs AVX-512 kernels), so s is not the same on every machine
             num_threads=1 if opts.preset == "smoke" else None,
             progress=opts.progress,
             log=log,
@@ -660,9 +681,7 @@ def _build(
     )
 
     def pattern_stage() -> Pattern:
-        pattern = Pattern(seed=opts.seed, kappa=opts.kappa)
-        write_json_atomic(workdir / "pattern.json", pattern.to_dict())
-        return pattern
+        return Pattern(seed=opts.seed, kappa=opts.kappa)
 
     pattern = stages.run("pattern", pattern_stage)
     root = getattr(grid, "parent", grid)
@@ -689,6 +708,7 @@ def _build(
             num = math.ceil(n / rps)
             depends = {
                 "build_format": BUILD_FORMAT,
+                "package_version": __version__,  # the renderer or perturbation may change
                 "builder": builder.repo_name,
                 "features": builder.features.to_dict(),
                 "ground_truth": gt_info["fingerprint"],
@@ -777,12 +797,7 @@ def _build(
         if previously_verified == sha and all_reused:
             log("  verified before: the same manifest, every shard's sha256 re-checked now")
             return "cached"
-        from generation.verify import verify_folder
-
-        report = verify_folder(out, s=s, jobs=opts.jobs, progress=opts.progress)
-        if not report.ok:
-            raise VerificationFailed(report.format())
-        log(f"  {report.summary()}")
+        _verify(out, s, opts, log)
         return "yes"
 
     verified = stages.run("verify", verify_stage)
@@ -794,6 +809,24 @@ def _build(
         {"out": str(out.resolve()), "manifest_sha256": sha, "timings": stages.timings},
     )
     return BuildResult(out, manifest, stages.timings, built, reused, verified)
+
+
+def _verify(out: Path, s: np.ndarray, opts: BuildOptions, log: Callable[[str], None]) -> None:
+    """Verify the finished folder with the build's s and its ground truth (``--source`` and
+    ``--no-verify-checksum`` included); raise VerificationFailed with the report if it fails."""
+    from generation.verify import verify_folder
+
+    report = verify_folder(
+        out,
+        s=s,
+        source=opts.source,
+        verify_checksum=opts.verify_checksum,
+        jobs=opts.jobs,
+        progress=opts.progress,
+    )
+    if not report.ok:
+        raise VerificationFailed(report.format())
+    log(f"  {report.summary()}")
 
 
 def _remove_empty_dirs(folder: Path) -> None:
@@ -1021,7 +1054,10 @@ def summary(result: BuildResult) -> str:
         + ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items())
         + f"; verified: {result.verified}"
     )
-    lines.append(f'  load: datasets.load_dataset("{result.out}")  # default config: perturbed')
+    lines.append(
+        f'  load: datasets.load_dataset("{result.out}")  '
+        f"# default config: {m['build']['default_config']}"
+    )
     return "\n".join(lines)
 
 

@@ -250,6 +250,12 @@ def _resolve_s(
     """The s the build used (its sha256 must be the manifest's), and where it came from."""
     want = manifest["s"]["sha256"]
     candidates: list[tuple[str, Any]] = []
+    if manifest["reference"]["source"] == "shipped" and not manifest["reference"].get(
+        "recomputed"
+    ):  # the reference itself, before any copy of the build's own s
+        candidates.append(
+            ("the shipped reference", lambda: load_reference(manifest["dataset"], shipped=True).s)
+        )
     if s is not None:
         candidates.append(("the build's s", lambda: s))
     if not workdir and default_workdir is not None and default_workdir.is_dir():
@@ -263,10 +269,6 @@ def _resolve_s(
         )
     if reference:
         candidates.append((reference, lambda: load_reference(reference, shipped=False).s))
-    if manifest["reference"]["source"] == "shipped":
-        candidates.append(
-            ("the shipped reference", lambda: load_reference(manifest["dataset"], shipped=True).s)
-        )
     tried = []
     for label, get in candidates:
         try:
@@ -487,6 +489,7 @@ def verify_folder(
     reference: str | None = None,
     workdir: str | None = None,
     source: str | None = None,
+    verify_checksum: bool = True,
     rows: bool = True,
     jobs: int | None = None,
     progress: bool = True,
@@ -507,6 +510,13 @@ def verify_folder(
     bad = check_files(folder, manifest, report)
     if not rows:
         return report
+    if any(p.check in ("layout", "rows") for p in report.problems):
+        report.add(
+            "rows",
+            "shards",
+            "not checked row by row: the shards' layout or row counts disagree with the manifest",
+        )
+        return report
     builder = get_builder(manifest["dataset"])
     gt_info = manifest["ground_truth"]
     if gt_info["source"] != "procedural" and not source:
@@ -518,7 +528,7 @@ def verify_folder(
         )
         return report
     try:
-        gt = ground_truth(manifest["dataset"], source)
+        gt = ground_truth(manifest["dataset"], source, verify_checksum=verify_checksum)
         grid = SubGrid(gt, gt_info["strides"]) if gt_info.get("strides") else gt
         fingerprint = grid_identity(grid)["fingerprint"]
     except (PerturbedDisentanglementError, FileNotFoundError) as exc:
@@ -537,6 +547,17 @@ def verify_folder(
     )
     if s_values is None:
         report.add("s", "reference", origin)
+        return report
+    ref_sha = manifest["reference"].get("s_sha256")
+    if ref_sha != manifest["s"]["sha256"]:
+        # the build's s must be the reference's s (for an official file: the recomputation's,
+        # whose record the manifest keeps); a build checked only against itself proves nothing
+        report.add(
+            "s",
+            "reference",
+            f"the manifest's s (sha256 {manifest['s']['sha256'][:12]}…) is not the reference's "
+            f"s (sha256 {str(ref_sha)[:12]}…)",
+        )
         return report
     if s_values.shape != (len(grid),):
         report.add(
@@ -622,6 +643,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reference", help="reference artifact folder the build used")
     parser.add_argument("--workdir", help="the build's work directory (holds the s it used)")
     parser.add_argument("--source", help="the official file, if the build read one")
+    parser.add_argument(
+        "--no-verify-checksum",
+        action="store_true",
+        help="accept a --source whose checksum is not the official one (as the build did)",
+    )
     parser.add_argument("--files-only", action="store_true", help="hashes, counts, card; no rows")
     parser.add_argument("--jobs", type=int, default=None, help="threads (default: every core)")
     parser.add_argument("--no-progress", action="store_true")
@@ -631,6 +657,7 @@ def main(argv: list[str] | None = None) -> int:
         reference=args.reference,
         workdir=args.workdir,
         source=args.source,
+        verify_checksum=not args.no_verify_checksum,
         rows=not args.files_only,
         jobs=args.jobs,
         progress=not args.no_progress,

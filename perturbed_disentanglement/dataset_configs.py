@@ -8,7 +8,6 @@ verifier both call :func:`config_images`, so what is written is, by construction
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -103,8 +102,3 @@ def config_images(
     if config.kind == "noise":
         return uniform_noise(original, indices, config.epsilon, seed, threads=threads)
     raise InvalidArgumentError(f"unknown config kind {config.kind!r}; expected one of {KINDS}")
-
-
-def shard_count(total_bytes: float, target_bytes: float) -> int:
-    """How many shards of about ``target_bytes`` hold ``total_bytes`` (at least one)."""
-    return max(1, math.ceil(total_bytes / target_bytes))

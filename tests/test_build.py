@@ -330,6 +330,8 @@ def test_the_default_build_without_a_shipped_reference_says_what_to_do(tmp_path,
     ("options", "message"),
     [
         ({"epsilons": [0.0]}, "epsilon must be in"),
+        ({"epsilons": [0.003]}, "below 1/255"),
+        ({"epsilons": [0.1, 0.001]}, "below 1/255"),
         ({"epsilons": [0.6]}, "epsilon must be in"),
         ({"epsilons": [0.1, 0.1]}, "distinct"),
         ({"kappa": 0.0}, "kappa"),
@@ -430,3 +432,107 @@ def test_the_makefile_main_job_is_the_build() -> None:
     dry = subprocess.run(["make", "-n", "build"], cwd=ROOT, capture_output=True, text=True)
     assert dry.returncode == 0, dry.stderr
     assert "-m generation.build" in dry.stdout
+
+
+# --- review fixes ----------------------------------------------------------------------------
+def test_the_build_verifies_with_its_source_and_checksum_option(tmp_path, monkeypatch) -> None:
+    """An official-file build must hand its --source (and --no-verify-checksum) to the final
+    verification, which otherwise cannot regenerate the rows and fails every such build."""
+    from generation import verify as verify_module
+
+    seen = {}
+
+    class Passed:
+        ok = True
+
+        def summary(self) -> str:
+            return "verified"
+
+    def fake_verify_folder(folder, **kwargs):
+        seen.update(kwargs, folder=folder)
+        return Passed()
+
+    monkeypatch.setattr(verify_module, "verify_folder", fake_verify_folder)
+    opts = BuildOptions(source="/data/dsprites.npz", verify_checksum=False, jobs=3, progress=False)
+    s = np.zeros(4, np.float32)
+    build_module._verify(tmp_path, s, opts, log=lambda line: None)
+    assert seen["source"] == "/data/dsprites.npz" and seen["verify_checksum"] is False
+    assert seen["s"] is s and seen["jobs"] == 3 and seen["folder"] == tmp_path
+
+
+def test_verify_accepts_no_verify_checksum(monkeypatch, tmp_path) -> None:
+    from generation import verify as verify_module
+
+    seen = {}
+
+    def fake_verify_folder(folder, **kwargs):
+        seen.update(kwargs)
+        return verify_module.VerifyReport(Path(folder), rows=False)
+
+    monkeypatch.setattr(verify_module, "verify_folder", fake_verify_folder)
+    monkeypatch.setattr(verify_module, "stamp", lambda *a: None)
+    assert verify_module.main([str(tmp_path), "--source", "x.h5", "--no-verify-checksum"]) == 0
+    assert seen["source"] == "x.h5" and seen["verify_checksum"] is False
+    verify_module.main([str(tmp_path)])
+    assert seen["verify_checksum"] is True
+
+
+def test_the_default_workdir_is_named_after_the_out_folder() -> None:
+    opts = resolve_options(BuildOptions(out=os.path.join("some", "where", "my-dsprites")))
+    assert opts.workdir == os.path.join("build", "my-dsprites")  # as --help and verify say
+
+
+def test_only_the_packages_own_temporary_files_are_removed(tmp_path) -> None:
+    from builders.manifest import new_state, write_state
+
+    out, workdir = tmp_path / "out", tmp_path / "work"
+    ours = out / "data" / "noise" / ".train-00000-of-00001.parquet.ab_c12x9.tmp"
+    card_tmp = out / ".README.md.k2j4h5g6.tmp"
+    for path in (ours, card_tmp):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"partial")
+    write_state(out, new_state())
+    notes = out / "data" / ".notes.tmp"
+    notes.write_text("a user's hidden file")
+    assert build_module._is_temp(ours.relative_to(out).as_posix())
+    assert not build_module._is_temp("data/.notes.tmp")
+    assert not build_module._is_temp("images/.draft.png.tmp")
+    with pytest.raises(BuildError, match="notes.tmp"):  # not ours: refused, not deleted
+        build_module.prepare_out(out, workdir, overwrite=False, log=lambda line: None)
+    assert notes.exists()
+    build_module.prepare_out(out, workdir, overwrite=True, log=lambda line: None)
+    assert not ours.exists() and not card_tmp.exists()
+    kept = [p for p in tmp_path.rglob(".notes.tmp")]
+    assert kept and kept[0].read_text() == "a user's hidden file"  # moved aside, never deleted
+
+
+@pytest.mark.slow
+def test_a_build_without_perturbed_marks_its_own_default_and_verifies(
+    smoke_build, tmp_path
+) -> None:
+    mine = copy_build(smoke_build, tmp_path)
+    out = tmp_path / "no-perturbed" / NAME
+    result, _ = run_build(out, mine.workdir, kinds=["noise", "original"])
+    assert result.verified == "yes"
+    manifest = read_manifest(out)
+    assert manifest["build"]["default_config"] == "noise"
+    card = (out / "README.md").read_text()
+    assert 'noise = load_dataset("perturbed-dsprites", split="train")  # the default' in card
+    assert '"perturbed"' not in card.split("## Usage")[1].split("```")[1]
+    assert "--configs noise,original" in card
+
+
+def test_the_card_names_the_whole_build_command(smoke_build) -> None:
+    card = (smoke_build.out / "README.md").read_text()
+    line = next(x for x in card.splitlines() if "python -m generation.build" in x)
+    for word in ("--dataset dsprites", "--smoke", "--eps 0.125", "--kappa 64.0", "--seed 0"):
+        assert word in line, line
+    assert "--configs perturbed,noise,original" in line
+
+
+@pytest.mark.slow
+def test_a_new_package_version_rebuilds_every_shard(smoke_build, tmp_path, monkeypatch) -> None:
+    mine = copy_build(smoke_build, tmp_path)
+    monkeypatch.setattr(build_module, "__version__", "999.0.0")
+    result, _ = run_build(mine.out, mine.workdir, verify=False)
+    assert result.built == {"perturbed": 1, "noise": 1, "original": 1} and result.reused == {}

@@ -170,6 +170,17 @@ def test_card_yaml_round_trips_through_datasets() -> None:
     assert infos["noise"].splits["train"].num_examples == 10
 
 
+def test_card_yaml_marks_the_manifests_default_config() -> None:
+    """A build without ``perturbed`` has another default (the manifest's): the YAML says so."""
+    from huggingface_hub import DatasetCardData
+
+    builder = get_builder("dsprites")
+    configs = {"noise": {"rows": 10, "bytes": 1000}, "original": {"rows": 10, "bytes": 900}}
+    data = DatasetCardData(**builder.card_metadata(configs, default="noise"))
+    parsed = datasets.utils.metadata.MetadataConfigs.from_dataset_card_data(data)
+    assert parsed.get_default_config_name() == "noise"
+
+
 def test_shard_writer_is_atomic_and_keeps_features(tmp_path) -> None:
     builder = get_builder("dsprites")
     gt = ground_truth("dsprites")

@@ -64,6 +64,8 @@ def test_upload_sends_exactly_the_listed_files_and_never_prints_the_token(
     assert create["exist_ok"] is True
     assert upload["repo_type"] == "dataset" and upload["folder_path"] == str(mine.out)
     assert sorted(upload["allow_patterns"]) == sorted(listed_files(read_manifest(mine.out)))
+    # a republish removes the shards and figure of an earlier upload that this one lacks
+    assert upload["delete_patterns"] == ["data/**", "images/**"]
     assert (
         "notes.txt" not in upload["allow_patterns"] and STATE_FILE not in upload["allow_patterns"]
     )

@@ -133,3 +133,52 @@ def test_the_cli_stamps_a_passed_verification(smoke_build, tmp_path, capsys) -> 
     assert main([str(mine.out), "--workdir", str(mine.workdir), "--no-progress"]) == 0
     assert "verified (4,608 rows in 3 config(s))" in capsys.readouterr().out
     assert read_state(mine.out)["verified_manifest"] is not None
+
+
+def edit_manifest(folder, change) -> None:
+    path = folder / "manifest.json"
+    manifest = json.loads(path.read_text())
+    change(manifest)
+    path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+
+def _more_rows(m) -> None:
+    m["configs"]["perturbed"]["shards"][0]["rows"] += 1024
+
+
+def _no_first_row(m) -> None:
+    del m["configs"]["noise"]["shards"][0]["first_row"]
+
+
+def _no_row_groups(m) -> None:
+    m["parquet"]["row_group_rows"] = 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("change", "check", "message"),
+    [
+        (_more_rows, "rows", "the manifest says"),
+        (_no_first_row, "manifest", "first_row must be a non-negative integer"),
+        (_no_row_groups, "manifest", "row_group_rows must be a positive integer"),
+    ],
+)
+def test_an_inconsistent_manifest_is_reported_never_a_traceback(
+    smoke_build, tmp_path, change, check, message
+) -> None:
+    mine = copy_build(smoke_build, tmp_path)
+    edit_manifest(mine.out, change)
+    report = verify_folder(mine.out, workdir=str(mine.workdir), progress=False)
+    assert not report.ok and any(message in p for p in problems(report, check)), report.format()
+
+
+@pytest.mark.slow
+def test_s_must_be_the_references_s_not_only_the_builds_own(smoke_build, tmp_path) -> None:
+    mine = copy_build(smoke_build, tmp_path)
+
+    def other_reference(m) -> None:
+        m["reference"]["s_sha256"] = "0" * 64
+
+    edit_manifest(mine.out, other_reference)
+    report = verify_folder(mine.out, workdir=str(mine.workdir), progress=False)
+    assert any("is not the reference's s" in p for p in problems(report, "s")), report.format()
