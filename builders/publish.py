@@ -54,6 +54,7 @@ def plan_upload(
     reference: str | None = None,
     workdir: str | None = None,
     source: str | None = None,
+    verify_checksum: bool = True,
     progress: bool = True,
     log: Any = print,
 ) -> UploadPlan:
@@ -74,7 +75,12 @@ def plan_upload(
     if state is None or state.get("verified_manifest") != report.manifest_sha256:
         log("no full verification of this manifest on record: checking every row now")
         report = verify_folder(
-            folder, reference=reference, workdir=workdir, source=source, progress=progress
+            folder,
+            reference=reference,
+            workdir=workdir,
+            source=source,
+            verify_checksum=verify_checksum,
+            progress=progress,
         )
         if not report.ok:
             raise PublishError(
@@ -136,6 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reference", help="for the row check: the reference artifact used")
     parser.add_argument("--workdir", help="for the row check: the build's work directory")
     parser.add_argument("--source", help="for the row check: the official file, if one was used")
+    parser.add_argument(
+        "--no-verify-checksum",
+        action="store_true",
+        help="for the row check: accept a --source that is not the official file (as the build did)",
+    )
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     try:
@@ -145,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             reference=args.reference,
             workdir=args.workdir,
             source=args.source,
+            verify_checksum=not args.no_verify_checksum,
             progress=not args.no_progress,
         )
         print(plan.format())

@@ -278,6 +278,12 @@ def _resolve_s(
             continue
         if value.dtype == np.float32 and s_sha256(value) == want:
             return value, label
+        if label == "the shipped reference":  # the reference itself disagrees: no fallback
+            return None, (
+                f"the build's s (sha256 {want[:12]}…) is not the shipped reference's s (sha256 "
+                f"{s_sha256(value)[:12]}…): the build used another reference than the one "
+                "installed"
+            )
         tried.append(f"{label}: another s (sha256 {s_sha256(value)[:12]}…)")
     hint = "; ".join(tried) or "no source given"
     return None, (

@@ -117,3 +117,16 @@ def test_a_folder_never_fully_verified_is_checked_row_by_row_first(smoke_build, 
     )
     assert any("checking every row" in line for line in logged)
     assert read_state(mine.out)["verified_manifest"] == plan.manifest_sha256
+
+
+def test_publish_passes_no_verify_checksum_to_the_row_check(monkeypatch, capsys) -> None:
+    seen = {}
+
+    def fake_plan_upload(folder, repo_id, **kwargs):
+        seen.update(kwargs)
+        raise PublishError("stop here")
+
+    monkeypatch.setattr(publish_module, "plan_upload", fake_plan_upload)
+    argv = ["f", "--repo-id", "me/x", "--source", "d.npz", "--no-verify-checksum", "--dry-run"]
+    assert main(argv) == 2
+    assert seen["source"] == "d.npz" and seen["verify_checksum"] is False

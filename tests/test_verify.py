@@ -182,3 +182,26 @@ def test_s_must_be_the_references_s_not_only_the_builds_own(smoke_build, tmp_pat
     edit_manifest(mine.out, other_reference)
     report = verify_folder(mine.out, workdir=str(mine.workdir), progress=False)
     assert any("is not the reference's s" in p for p in problems(report, "s")), report.format()
+
+
+def test_the_shipped_reference_is_tried_first_and_must_agree(monkeypatch) -> None:
+    from generation import verify as verify_module
+    from perturbed_disentanglement.reference import s_sha256
+
+    built = np.arange(6, dtype=np.float32)
+    shipped = built + 1
+    manifest = {
+        "dataset": "dsprites",
+        "s": {"sha256": s_sha256(built)},
+        "reference": {"source": "shipped", "recomputed": False},
+    }
+
+    class Ref:
+        s = shipped
+
+    monkeypatch.setattr(verify_module, "load_reference", lambda *a, **k: Ref())
+    s, why = verify_module._resolve_s(manifest, built, None, None)
+    assert s is None and "not the shipped reference's s" in why  # no fallback to the build's s
+    Ref.s = built.copy()
+    s, origin = verify_module._resolve_s(manifest, None, None, None)
+    assert origin == "the shipped reference" and np.array_equal(s, built)
