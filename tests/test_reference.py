@@ -111,21 +111,22 @@ def test_presets_and_bad_arguments() -> None:
 
 
 # --- a smoke run -----------------------------------------------------------------------------------
+def _smoke_run(workdir: Path) -> Reference:
+    """The smoke protocol on dSprites, on one thread, quietly (a rerun resumes ``workdir``)."""
+    return run_reference(
+        ground_truth("dsprites"),
+        preset_name="smoke",
+        workdir=workdir,
+        num_threads=1,
+        progress=False,
+        log=lambda *_: None,
+    )
+
+
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[Reference, Path, Path]:
     workdir = tmp_path_factory.mktemp("reference-work")
-    before = torch.get_num_threads()
-    try:
-        ref = run_reference(
-            ground_truth("dsprites"),
-            preset_name="smoke",
-            workdir=workdir,
-            num_threads=1,
-            progress=False,
-            log=lambda *_: None,
-        )
-    finally:
-        torch.set_num_threads(before)
+    ref = _smoke_run(workdir)
     out = ref.save(tmp_path_factory.mktemp("artifact") / "dsprites")
     return ref, workdir, out
 
@@ -173,14 +174,7 @@ def test_artifact_round_trip(smoke: tuple[Reference, Path, Path]) -> None:
 
 def test_a_finished_run_returns_the_same_reference(smoke: tuple[Reference, Path, Path]) -> None:
     ref, workdir, _ = smoke
-    again = run_reference(
-        ground_truth("dsprites"),
-        preset_name="smoke",
-        workdir=workdir,
-        num_threads=1,
-        progress=False,
-        log=lambda *_: None,
-    )
+    again = _smoke_run(workdir)
     np.testing.assert_array_equal(again.s, ref.s)
     assert again.record == ref.record
 
