@@ -27,6 +27,7 @@ import os
 import platform
 import shutil
 from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,7 @@ from .atomic import (
 )
 from .errors import ArtifactError, InvalidArgumentError
 from .ground_truth import GroundTruth, sha256_of
+from .lock import LOCK_FILE, exclusive, holder
 from .metrics import (
     encode_indices,
     information_level_by_factor,
@@ -56,7 +58,7 @@ from .metrics import (
 from .metrics._random import as_generator
 from .models import VAE
 from .subgrid import SubGrid
-from .training import encode, train
+from .training import TrainResult, encode, train
 from .zoo import hyperparameters
 
 #: The model whose restarts define s (paper §4.1).
@@ -513,27 +515,24 @@ def _check_workdir(workdir: Path, protocol: Protocol) -> None:
         write_json_atomic(path, wanted)
 
 
-def run_reference(
-    gt: GroundTruth,
-    *,
-    preset_name: str | Preset = "cpu",
-    workdir: str | os.PathLike,
-    seed: int = 0,
-    restarts: int | None = None,
-    steps: int | None = None,
-    device: str = "cpu",
-    precision: str = "auto",
-    num_threads: int | None = None,
-    progress: bool = True,
-    log: Any = print,
-) -> Reference:
-    """Train (or resume) the restarts in ``workdir``, score them, pick the lowest MIG, compute s.
+@dataclass(frozen=True)
+class _Plan:
+    """What every entry point of the stage derives from its arguments."""
 
-    ``gt`` is the original ground truth; the ``smoke`` preset runs on its strided sub-grid. Every
-    restart checkpoints into ``workdir/restart-<r>`` and every finished score and the chosen
-    restart's whole-grid encoding are cached there, so an interrupted run resumes where it stopped
-    and a finished one returns at once. On a GPU the restarts train stacked (one vmapped model).
-    """
+    grid: GroundTruth
+    protocol: Protocol
+    checkpoint_every: int
+    dirs: list[Path]
+
+
+def _plan(
+    gt: GroundTruth,
+    preset_name: str | Preset,
+    workdir: str | os.PathLike,
+    seed: int,
+    restarts: int | None,
+    steps: int | None,
+) -> _Plan:
     chosen_preset = preset(preset_name)
     restarts = _positive("restarts", chosen_preset.restarts if restarts is None else restarts)
     steps = _positive("steps", chosen_preset.steps if steps is None else steps)
@@ -555,22 +554,159 @@ def run_reference(
     root = Path(workdir)
     root.mkdir(parents=True, exist_ok=True)
     _check_workdir(root, protocol)
+    return _Plan(
+        grid=grid,
+        protocol=protocol,
+        checkpoint_every=min(chosen_preset.checkpoint_every, steps),
+        dirs=[root / f"restart-{r}" for r in range(restarts)],
+    )
+
+
+def _train_one(
+    plan: _Plan,
+    r: int,
+    images: np.ndarray,
+    *,
+    device: torch.device,
+    precision: str,
+    num_threads: int | None,
+    progress: bool,
+    wait: bool,
+    log: Any,
+) -> TrainResult:
+    """Train (or resume, or just load) restart ``r`` while holding its folder's lock."""
+    seed = plan.protocol.seeds[r]
+    with exclusive(plan.dirs[r], what=f"restart {r} ({plan.dirs[r]})", wait=wait, log=log):
+        log(f"restart {r}/{plan.protocol.restarts - 1} (seed {seed})")
+        return train(
+            REFERENCE_MODEL,
+            images,
+            dataset=plan.grid.name,
+            hparams=plan.protocol.hparams,
+            latent_dim=plan.protocol.latent_dim,
+            steps=plan.protocol.steps,
+            seed=seed,
+            device=device,
+            checkpoint_dir=plan.dirs[r],
+            checkpoint_every=plan.checkpoint_every,
+            precision=precision,
+            num_threads=num_threads,
+            progress=progress,
+        )
+
+
+def _evaluation(
+    plan: _Plan, r: int, result: TrainResult, num_threads: int | None
+) -> dict[str, Any]:
+    """Restart ``r``'s scores, from its cache when they were computed for this step."""
+    cached = plan.dirs[r] / "evaluation.json"
+    evaluation = json.loads(cached.read_text()) if cached.exists() else None
+    if evaluation is None or evaluation.get("step") != result.steps:
+        vae = result.objective.vae.cpu().eval()
+        evaluation = evaluate_restart(
+            vae,
+            plan.grid,
+            num_points=plan.protocol.mig_points,
+            random_state=plan.protocol.seed,
+            num_threads=num_threads,
+        )
+        evaluation.update(
+            restart=r,
+            seed=result.seed,
+            step=result.steps,
+            final_loss={k: float(v[-1]) for k, v in result.history.items() if k != "step"},
+            num_threads=result.num_threads,
+            precision=result.precision,
+        )
+        write_json_atomic(cached, evaluation)
+    return evaluation
+
+
+def _log_evaluation(log: Any, evaluation: dict[str, Any]) -> None:
+    log(
+        f"restart {evaluation['restart']}: MIG {evaluation['mig']:.4f}, "
+        f"{evaluation['active_units']} active units, "
+        f"mean σ² {np.round(evaluation['mean_variance'], 3).tolist()}"
+    )
+
+
+def train_restart(
+    gt: GroundTruth,
+    restart: int,
+    *,
+    preset_name: str | Preset = "cpu",
+    workdir: str | os.PathLike,
+    seed: int = 0,
+    restarts: int | None = None,
+    steps: int | None = None,
+    device: str = "cpu",
+    precision: str = "auto",
+    num_threads: int | None = None,
+    progress: bool = True,
+    log: Any = print,
+) -> dict[str, Any]:
+    """Train and score only restart ``restart`` of :func:`run_reference`'s protocol; its scores.
+
+    Lets the restarts of one work directory train in parallel processes (one per core, or per
+    machine on a shared filesystem): a later :func:`run_reference` with the same arguments finds
+    this restart finished and scored. A restart already being trained by a live process is
+    refused with :class:`~.lock.BusyError`.
+    """
+    plan = _plan(gt, preset_name, workdir, seed, restarts, steps)
+    if isinstance(restart, bool) or not isinstance(restart, int | np.integer):
+        raise InvalidArgumentError(f"restart must be an integer, got {restart!r}")
+    if not 0 <= restart < plan.protocol.restarts:
+        raise InvalidArgumentError(
+            f"restart must be in [0, {plan.protocol.restarts - 1}] for "
+            f"{plan.protocol.restarts} restarts, got {restart}"
+        )
+    result = _train_one(
+        plan,
+        int(restart),
+        plan.grid.all_images(),
+        device=torch.device(device),
+        precision=precision,
+        num_threads=num_threads,
+        progress=progress,
+        wait=False,
+        log=log,
+    )
+    evaluation = _evaluation(plan, int(restart), result, num_threads)
+    _log_evaluation(log, evaluation)
+    return evaluation
+
+
+def run_reference(
+    gt: GroundTruth,
+    *,
+    preset_name: str | Preset = "cpu",
+    workdir: str | os.PathLike,
+    seed: int = 0,
+    restarts: int | None = None,
+    steps: int | None = None,
+    device: str = "cpu",
+    precision: str = "auto",
+    num_threads: int | None = None,
+    progress: bool = True,
+    log: Any = print,
+) -> Reference:
+    """Train (or resume) the restarts in ``workdir``, score them, pick the lowest MIG, compute s.
+
+    ``gt`` is the original ground truth; the ``smoke`` preset runs on its strided sub-grid. Every
+    restart checkpoints into ``workdir/restart-<r>`` and every finished score and the chosen
+    restart's whole-grid encoding are cached there, so an interrupted run resumes where it stopped
+    and a finished one returns at once. On a GPU the restarts train stacked (one vmapped model).
+    A restart that another process trains (:func:`train_restart`) is waited for, then loaded.
+    """
+    plan = _plan(gt, preset_name, workdir, seed, restarts, steps)
+    grid, protocol, dirs = plan.grid, plan.protocol, plan.dirs
+    restarts, steps = protocol.restarts, protocol.steps
     dev = torch.device(device)
     log(
         f"reference: {restarts} restart(s) of {REFERENCE_MODEL} × {steps:,} steps on "
-        f"{grid!r} ({len(grid):,} images), device {dev}, work directory {root}"
+        f"{grid!r} ({len(grid):,} images), device {dev}, work directory {Path(workdir)}"
     )
     images = grid.all_images()
-    dirs = [root / f"restart-{r}" for r in range(restarts)]
-    common = dict(
-        dataset=grid.name,
-        hparams=protocol.hparams,
-        latent_dim=protocol.latent_dim,
-        steps=steps,
-        checkpoint_every=min(chosen_preset.checkpoint_every, steps),
-        precision=precision,
-        progress=progress,
-    )
     if dev.type == "cuda" and restarts > 1:
         from .stacked import Run, train_stacked
 
@@ -579,56 +715,38 @@ def run_reference(
             Run(REFERENCE_MODEL, images, seed=s, checkpoint_dir=d, name=f"restart-{r}", **same)
             for r, (s, d) in enumerate(zip(protocol.seeds, dirs))
         ]
-        results = train_stacked(
-            runs,
-            steps=steps,
-            device=dev,
-            precision=precision,
-            checkpoint_every=common["checkpoint_every"],
-            progress=progress,
-        )
+        with ExitStack() as held:
+            for r, d in enumerate(dirs):
+                held.enter_context(exclusive(d, what=f"restart {r} ({d})", wait=True, log=log))
+            results = train_stacked(
+                runs,
+                steps=steps,
+                device=dev,
+                precision=precision,
+                checkpoint_every=plan.checkpoint_every,
+                progress=progress,
+            )
     else:
-        results = []
-        for r, (s, d) in enumerate(zip(protocol.seeds, dirs)):
-            log(f"restart {r}/{restarts - 1} (seed {s})")
-            results.append(
-                train(
-                    REFERENCE_MODEL,
-                    images,
-                    seed=s,
-                    device=dev,
-                    checkpoint_dir=d,
-                    num_threads=num_threads,
-                    **common,
-                )
-            )
-    evaluations = []
-    for r, (result, d) in enumerate(zip(results, dirs)):
-        cached = d / "evaluation.json"
-        evaluation = json.loads(cached.read_text()) if cached.exists() else None
-        if evaluation is None or evaluation.get("step") != result.steps:
-            vae = result.objective.vae.cpu().eval()
-            evaluation = evaluate_restart(
-                vae,
-                grid,
-                num_points=protocol.mig_points,
-                random_state=protocol.seed,
+        # the restarts nobody else holds first, then wait for those other processes train
+        order = sorted(range(restarts), key=lambda r: holder(dirs[r] / LOCK_FILE) is not None)
+        trained = {
+            r: _train_one(
+                plan,
+                r,
+                images,
+                device=dev,
+                precision=precision,
                 num_threads=num_threads,
+                progress=progress,
+                wait=True,
+                log=log,
             )
-            evaluation.update(
-                restart=r,
-                seed=result.seed,
-                step=result.steps,
-                final_loss={k: float(v[-1]) for k, v in result.history.items() if k != "step"},
-                num_threads=result.num_threads,
-                precision=result.precision,
-            )
-            write_json_atomic(cached, evaluation)
-        evaluations.append(evaluation)
-        log(
-            f"restart {r}: MIG {evaluation['mig']:.4f}, {evaluation['active_units']} active "
-            f"units, mean σ² {np.round(evaluation['mean_variance'], 3).tolist()}"
-        )
+            for r in order
+        }
+        results = [trained[r] for r in range(restarts)]
+    evaluations = [_evaluation(plan, r, result, num_threads) for r, result in enumerate(results)]
+    for evaluation in evaluations:
+        _log_evaluation(log, evaluation)
     chosen = select_restart([e["mig"] for e in evaluations])
     vae = results[chosen].objective.vae.cpu().eval()
     cache = dirs[chosen] / "grid-encoding.npz"

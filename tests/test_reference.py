@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ from perturbed_disentanglement import ground_truth
 from perturbed_disentanglement.atomic import DIR_MODE, FILE_MODE
 from perturbed_disentanglement.errors import ArtifactError, InvalidArgumentError
 from perturbed_disentanglement.ground_truth import ArrayGroundTruth
+from perturbed_disentanglement.lock import LOCK_FILE, BusyError, exclusive
 from perturbed_disentanglement.reference import (
     PRESETS,
     Reference,
@@ -29,6 +31,7 @@ from perturbed_disentanglement.reference import (
     s_sha256,
     select_restart,
     standardise,
+    train_restart,
 )
 from perturbed_disentanglement.subgrid import SubGrid
 
@@ -177,6 +180,53 @@ def test_a_finished_run_returns_the_same_reference(smoke: tuple[Reference, Path,
     again = _smoke_run(workdir)
     np.testing.assert_array_equal(again.s, ref.s)
     assert again.record == ref.record
+
+
+def test_a_restart_trained_in_another_process_gives_the_same_reference(
+    smoke: tuple[Reference, Path, Path], tmp_path: Path
+) -> None:
+    ref, _, _ = smoke
+    quiet = dict(preset_name="smoke", workdir=tmp_path, num_threads=1, progress=False)
+    gt = ground_truth("dsprites")
+    evaluation = train_restart(gt, 1, log=lambda *_: None, **quiet)
+    assert evaluation == ref.record["restarts"][1]
+    assert not (tmp_path / "restart-0").exists()  # only the asked restart trained
+    assert not (tmp_path / "restart-1" / LOCK_FILE).exists()  # and its lock is released
+    again = _smoke_run(tmp_path)  # trains restart 0, loads restart 1
+    np.testing.assert_array_equal(again.s, ref.s)
+    assert again.record == ref.record
+    with pytest.raises(InvalidArgumentError, match=r"restart must be in \[0, 1\]"):
+        train_restart(gt, 2, **quiet)
+
+
+def test_a_restart_held_by_a_live_process_is_refused_and_a_stale_lock_taken_over(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "restart-0"
+    with exclusive(folder, what="restart 0"):
+        with pytest.raises(BusyError, match=f"restart 0 is in use by process {os.getpid()}"):
+            with exclusive(folder, what="restart 0"):
+                pass
+        with pytest.raises(BusyError):  # the stage itself refuses it too
+            train_restart(
+                ground_truth("dsprites"), 0, preset_name="smoke", workdir=tmp_path, progress=False
+            )
+    assert not (folder / LOCK_FILE).exists()
+    # a lock left by a process that is gone (here: a finished child) does not block a resume
+    child = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    (folder / LOCK_FILE).write_text(
+        json.dumps({"host": socket.gethostname(), "pid": int(child.stdout)})
+    )
+    with exclusive(folder, what="restart 0"):
+        assert json.loads((folder / LOCK_FILE).read_text())["pid"] == os.getpid()
+    (folder / LOCK_FILE).write_text('{"host": "')  # torn write of a killed process: stale
+    with exclusive(folder, what="restart 0"):
+        pass
 
 
 def test_a_workdir_of_another_protocol_is_refused(smoke: tuple[Reference, Path, Path]) -> None:
