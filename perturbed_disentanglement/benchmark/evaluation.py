@@ -1,0 +1,231 @@
+"""Scoring one representation on one config: the benchmark's metrics, and a user's own encoder.
+
+Every run of the harness, and :func:`evaluate_encoder` for a model trained elsewhere, is scored
+the same way, with disentanglement_lib's protocols (Locatello et al., ICML 2019): MIG on
+``num_train`` uniform grid samples; DCI and SAP fitted on those and tested on ``num_test`` others;
+the FactorVAE score with its own votes; active units and the information level of the latent
+that encodes each factor and ``s`` (paper Fig. 4c) on the training sample.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import InvalidArgumentError
+from ..grid import GroundTruth
+from ..metrics import (
+    dci,
+    encode_indices,
+    factor_vae_score,
+    histogram_discretize,
+    information_level,
+    mean_posterior_variance,
+    mig,
+    mutual_information_matrix,
+    num_active_units,
+    sap,
+)
+from ..metrics._random import as_generator
+from .data import ConfigData, load_config
+
+#: ``encode(uint8 images [n, 64, 64, C]) -> (mu [n, d], logvar [n, d] or None)``.
+EncodeFn = Callable[[np.ndarray], Any]
+
+
+@dataclass(frozen=True)
+class EvaluationSizes:
+    """Sample sizes of the metrics: dlib's by default, smaller for smoke runs."""
+
+    num_train: int = 10_000
+    num_test: int = 5_000
+    factor_vae_train: int = 10_000
+    factor_vae_eval: int = 5_000
+    factor_vae_variance: int = 10_000
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+def checked_encoder(encode_fn: EncodeFn) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """``encode_fn`` made strict: float ``[n, d]`` finite μ (and log σ², zeros when it gives
+    none, i.e. a deterministic encoder), or a clear error naming what came back."""
+
+    def encode(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        out = encode_fn(images)
+        mu, logvar = out if isinstance(out, tuple) else (out, None)
+        mu = _as_codes(mu, "mu", len(images))
+        if logvar is None:
+            logvar = np.zeros_like(mu)
+        logvar = _as_codes(logvar, "logvar", len(images))
+        if logvar.shape != mu.shape:
+            raise InvalidArgumentError(
+                f"the encoder returned logvar {list(logvar.shape)} for mu {list(mu.shape)}; "
+                "expected the same shape"
+            )
+        return mu, logvar
+
+    return encode
+
+
+def _as_codes(value: object, name: str, n: int) -> np.ndarray:
+    if hasattr(value, "detach"):
+        value = value.detach().cpu().numpy()  # a torch tensor
+    try:
+        codes = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InvalidArgumentError(
+            f"the encoder returned {type(value).__name__} for {name}; expected a float array [n, d]"
+        ) from None
+    if codes.ndim != 2 or codes.shape[0] != n or codes.shape[1] < 2:
+        raise InvalidArgumentError(
+            f"the encoder returned {name} of shape {list(codes.shape)} for {n} images; "
+            f"expected [{n}, d] with d >= 2"
+        )
+    if not np.isfinite(codes).all():
+        raise InvalidArgumentError(f"the encoder returned NaN or infinite values in {name}")
+    return codes
+
+
+def latent_of_each(
+    mu: np.ndarray, factors: np.ndarray, s: np.ndarray, names: Sequence[str]
+) -> dict[str, int]:
+    """The latent most informative about each factor and about ``s`` (binned like MIG)."""
+    binned = histogram_discretize(mu)
+    s_bins = histogram_discretize(s[:, None].astype(np.float64))[:, 0]
+    targets = np.concatenate([factors, s_bins[:, None]], axis=1)
+    mi = mutual_information_matrix(binned, targets)
+    return dict(zip([*names, "s"], (int(d) for d in np.argmax(mi, axis=0))))
+
+
+def evaluate_representation(
+    gt: GroundTruth,
+    encoder: EncodeFn,
+    s: np.ndarray,
+    *,
+    random_state: int = 0,
+    sizes: EvaluationSizes = EvaluationSizes(),
+    n_jobs: int = 1,
+    stochastic: bool | None = None,
+) -> dict[str, Any]:
+    """The benchmark's metrics of ``encoder`` on ``gt`` (whose grid ``s`` belongs to).
+
+    Returns the ``metrics`` part of a record except ``reconstruction`` (which needs a decoder).
+    The posterior-variance metrics (active units, mean σ², information levels) are None for a
+    deterministic encoder (``stochastic=False``, e.g. the AE, whose σ head is never trained;
+    None: whether ``encoder`` returns a log σ²). ``n_jobs``: DCI's and SAP's fits in parallel
+    processes (the values do not depend on it).
+    """
+    encode = checked_encoder(encoder)
+    s = np.asarray(s)
+    if stochastic is None:  # a deterministic encoder returns μ alone
+        first = encoder(gt.images(np.arange(min(2, len(gt)))))
+        stochastic = isinstance(first, tuple) and first[1] is not None
+    if s.shape != (len(gt),):
+        raise InvalidArgumentError(
+            f"s must have one value per grid point ({len(gt)}), got {s.shape}"
+        )
+    rng = as_generator(random_state)
+    keep = [k for k, n in enumerate(gt.factor_sizes) if n >= 2]  # dlib drops one-valued factors
+    names = [gt.factor_names[k] for k in keep]
+    train_f = gt.sample_factors(sizes.num_train, rng).astype(np.int64)
+    test_f = gt.sample_factors(sizes.num_test, rng).astype(np.int64)
+    train_idx, test_idx = gt.index(train_f), gt.index(test_f)
+    mu, logvar = encode_indices(gt, encode, train_idx)
+    mu_test, _ = encode_indices(gt, encode, test_idx)
+    train_f, test_f = train_f[:, keep], test_f[:, keep]
+
+    m = mig(mu, train_f)
+    d = dci(mu, train_f, mu_test, test_f, random_state=random_state, n_jobs=n_jobs)
+    sp = sap(mu, train_f, mu_test, test_f, random_state=random_state, n_jobs=n_jobs)
+    fv = factor_vae_score(
+        gt,
+        encode,
+        random_state,
+        num_train=sizes.factor_vae_train,
+        num_eval=sizes.factor_vae_eval,
+        num_variance_estimate=sizes.factor_vae_variance,
+    )
+    factor_latent = latent_of_each(mu, train_f, s[train_idx], names)
+    level = information_level(logvar) if stochastic else None
+    return {
+        "mig": float(m["mig"]),
+        "mig_per_factor": dict(zip(names, np.asarray(m["mig_per_factor"]).tolist())),
+        "dci_disentanglement": float(d["disentanglement"]),
+        "dci_completeness": float(d["completeness"]),
+        "dci_informativeness": float(d["informativeness_test"]),
+        "sap": float(sp["sap"]),
+        "factor_vae_score": float(fv["eval_accuracy"]),
+        "active_units": num_active_units(logvar) if stochastic else None,
+        "mean_variance": mean_posterior_variance(logvar).tolist() if stochastic else None,
+        "factor_latent": factor_latent,
+        "information_level": (
+            {k: float(level[v]) for k, v in factor_latent.items()} if stochastic else None
+        ),
+    }
+
+
+def survival(original: Mapping[str, Any], other: Mapping[str, Any], metric: str) -> float | None:
+    """How much of the original score survives: ``other / original`` (None when it is 0)."""
+    base = float(original[metric])
+    return None if base == 0 else float(other[metric]) / base
+
+
+#: The metrics the robustness summary compares (scores where higher means more disentangled).
+ROBUSTNESS_METRICS = ("mig", "dci_disentanglement", "sap", "factor_vae_score")
+
+
+def robustness_summary(scores: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per metric: the share of the ``original`` score that survives ``perturbed`` and ``noise``.
+
+    A representation that disentangles for the dataset's correlations loses much more to the
+    perturbation than to noise of the same ε (paper Tables 1–2); one that is robust loses little
+    to either.
+    """
+    if "original" not in scores:
+        raise InvalidArgumentError("the robustness summary needs the original config's scores")
+    out = {}
+    for metric in ROBUSTNESS_METRICS:
+        row: dict[str, Any] = {"original": float(scores["original"][metric])}
+        for config in ("perturbed", "noise"):
+            if config in scores:
+                row[config] = float(scores[config][metric])
+                row[f"{config}_survival"] = survival(scores["original"], scores[config], metric)
+        out[metric] = row
+    return out
+
+
+def evaluate_encoder(
+    encode_fn: EncodeFn,
+    data: str = "perturbed-dsprites",
+    *,
+    configs: Sequence[str] = ("original", "perturbed", "noise"),
+    random_state: int = 0,
+    sizes: EvaluationSizes = EvaluationSizes(),
+    cache_dir: str | None = None,
+    progress: bool = True,
+    loaded: Mapping[str, ConfigData] | None = None,
+    n_jobs: int = 1,
+) -> dict[str, Any]:
+    """Score a user's encoder on the configs of a published dataset, with a robustness summary.
+
+    ``encode_fn(uint8 images [n, 64, 64, C])`` returns ``mu`` or ``(mu, logvar)`` (arrays or torch
+    tensors, ``[n, d]``); images are raw bytes, so scale them as the model expects. ``data`` is a
+    Hub id or a local dataset folder; ``loaded`` passes configs already in memory. Returns
+    ``{"data", "configs": {config: metrics}, "robustness": {metric: {...}}}``.
+    """
+    scores = {}
+    for config in configs:
+        cd = (loaded or {}).get(config) or load_config(
+            data, config, cache_dir=cache_dir, progress=progress
+        )
+        scores[config] = evaluate_representation(
+            cd.ground_truth, encode_fn, cd.s, random_state=random_state, sizes=sizes, n_jobs=n_jobs
+        )
+    result: dict[str, Any] = {"data": str(data), "configs": scores}
+    if "original" in scores:
+        result["robustness"] = robustness_summary(scores)
+    return result

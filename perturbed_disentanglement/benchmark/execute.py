@@ -1,0 +1,359 @@
+"""Running a sweep: train each run with the zoo, score it, write its record.
+
+In-process, the runs execute one after another on the CPU (each config decoded once), or stacked
+K at a time on a GPU (one vmapped model per group of the same model). With Ray, each run is a task
+with the CPUs (or GPU) it needs; the decoded configs travel through Ray's object store, so the
+workers of one machine share one copy. Either way a finished run (its record exists) is skipped,
+an interrupted one resumes from its checkpoint, and a failure is written to ``error.json`` beside
+it, reported, and retried by the next sweep; the other runs go on.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..atomic import write_json_atomic
+from ..losses import bernoulli_reconstruction
+from ..models import VAE
+from ..training import TrainResult, encode, train
+from ..zoo import model_spec
+from .data import ConfigData, load_config
+from .evaluation import EvaluationSizes, evaluate_representation
+from .plan import RunSpec
+from .records import (
+    CHECKPOINT_DIR,
+    FORMAT,
+    FORMAT_VERSION,
+    finished_record,
+    run_dir,
+    write_record,
+)
+
+ERROR_FILE = "error.json"
+#: Grid points whose reconstruction error a record reports.
+RECONSTRUCTION_POINTS = 1_000
+
+
+@dataclass
+class SweepOutcome:
+    """What a sweep did: records written now, runs skipped as finished, runs that failed."""
+
+    trained: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+    def merge(self, other: SweepOutcome) -> None:
+        self.trained += other.trained
+        self.skipped += other.skipped
+        self.failed.update(other.failed)
+
+
+def reconstruction_error(vae: VAE, images: np.ndarray, num_threads: int | None = None) -> float:
+    """Mean per-image Bernoulli reconstruction loss (nats) decoding the encoder mean."""
+    previous = torch.get_num_threads()
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    try:
+        was_training = vae.training
+        vae.eval()
+        device = next(vae.parameters()).device
+        dtype = next(vae.parameters()).dtype
+        total = 0.0
+        with torch.no_grad():
+            for start in range(0, len(images), 256):
+                x = torch.from_numpy(images[start : start + 256]).to(device)
+                x = x.permute(0, 3, 1, 2).to(dtype) / 255.0
+                mu, _ = vae(x)
+                total += float(bernoulli_reconstruction(vae.decode(mu), x)) * len(x)
+        vae.train(was_training)
+        return total / len(images)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def record_of(
+    spec: RunSpec,
+    data: ConfigData,
+    result: TrainResult,
+    *,
+    preset: str,
+    sizes: EvaluationSizes,
+    num_threads: int | None,
+    n_jobs: int = 1,
+) -> dict[str, Any]:
+    """Score a trained run and assemble its record (see :mod:`.records`)."""
+    vae = result.objective.vae.eval()
+    t0 = time.perf_counter()
+    metrics = evaluate_representation(
+        data.ground_truth,
+        lambda x: encode(vae, x, num_threads=num_threads),
+        data.s,
+        random_state=spec.seed,
+        sizes=sizes,
+        n_jobs=n_jobs,
+        stochastic=not model_spec(spec.model).deterministic,
+    )
+    rng = np.random.default_rng(spec.seed)
+    points = rng.choice(len(data.s), size=min(RECONSTRUCTION_POINTS, len(data.s)), replace=False)
+    metrics["reconstruction"] = reconstruction_error(
+        vae, data.ground_truth.images(np.sort(points)), num_threads
+    )
+    trained_steps = result.steps - result.start_step
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "package_version": __version__,
+        "run_id": spec.run_id,
+        "data": data.describe(),
+        **spec.as_dict(),
+        "regulariser": spec.regulariser,
+        "preset": preset,
+        "metrics": metrics,
+        "training": {
+            "seconds": result.wall_time,
+            "steps_per_second": trained_steps / result.wall_time if result.wall_time else None,
+            "device": result.device,
+            "precision": result.precision,
+            "num_threads": result.num_threads,
+            "final_loss": {k: float(v[-1]) for k, v in result.history.items() if k != "step"},
+        },
+        "evaluation": {
+            "seconds": time.perf_counter() - t0,
+            "random_state": spec.seed,
+            **sizes.as_dict(),
+        },
+    }
+
+
+def _fail(out: Path, spec: RunSpec, exc: BaseException) -> str:
+    message = f"{type(exc).__name__}: {exc}"
+    write_json_atomic(
+        run_dir(out, spec.run_id) / ERROR_FILE,
+        {"run_id": spec.run_id, "error": message, "traceback": traceback.format_exc()},
+    )
+    return message
+
+
+def _done(out: Path, spec: RunSpec, record: dict[str, Any]) -> None:
+    write_record(out, record)
+    (run_dir(out, spec.run_id) / ERROR_FILE).unlink(missing_ok=True)
+
+
+def run_one(
+    spec: RunSpec,
+    data: ConfigData,
+    out: str | os.PathLike,
+    *,
+    preset: str,
+    sizes: EvaluationSizes,
+    checkpoint_every: int,
+    device: str = "cpu",
+    num_threads: int | None = None,
+    n_jobs: int = 1,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train (or resume) one run, score it and write its record; the record.
+
+    ``n_jobs``: processes for the metrics' classifier fits (DCI, SAP)."""
+    out = Path(out)
+    if spec.config != data.config:
+        raise ValueError(f"run {spec.run_id} is for config {spec.config}, got {data.config}")
+    existing = finished_record(out, spec.run_id)
+    if existing is not None:
+        return existing
+    result = train(
+        spec.model,
+        data.ground_truth.all_images(),
+        dataset=data.dataset,
+        hparams=spec.hparams,
+        steps=spec.steps,
+        batch_size=spec.batch_size,
+        seed=spec.seed,
+        device=device,
+        checkpoint_dir=run_dir(out, spec.run_id) / CHECKPOINT_DIR,
+        checkpoint_every=min(checkpoint_every, spec.steps),
+        keep_checkpoints=1,
+        num_threads=num_threads,
+        progress=progress,
+    )
+    record = record_of(
+        spec, data, result, preset=preset, sizes=sizes, num_threads=num_threads, n_jobs=n_jobs
+    )
+    _done(out, spec, record)
+    return record
+
+
+def run_in_process(
+    specs: Sequence[RunSpec],
+    load: Callable[[str], ConfigData],
+    out: str | os.PathLike,
+    *,
+    preset: str,
+    sizes: EvaluationSizes,
+    checkpoint_every: int,
+    device: str = "cpu",
+    num_threads: int | None = None,
+    n_jobs: int = 1,
+    stack: int = 1,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> SweepOutcome:
+    """Every unfinished run of ``specs``, config by config (each decoded once by ``load``)."""
+    out = Path(out)
+    outcome = SweepOutcome()
+    todo = []
+    for spec in specs:
+        if finished_record(out, spec.run_id) is not None:
+            outcome.skipped.append(spec.run_id)
+        else:
+            todo.append(spec)
+    configs = list(dict.fromkeys(s.config for s in todo))
+    for config in configs:
+        data = load(config)
+        group = [s for s in todo if s.config == config]
+        if stack > 1 and torch.device(device).type == "cuda":
+            outcome.merge(
+                _run_stacked(
+                    group,
+                    data,
+                    out,
+                    preset=preset,
+                    sizes=sizes,
+                    checkpoint_every=checkpoint_every,
+                    device=device,
+                    stack=stack,
+                    n_jobs=n_jobs,
+                    progress=progress,
+                    log=log,
+                )
+            )
+            continue
+        for spec in group:
+            log(f"run {spec.run_id}")
+            error = run_or_report(
+                spec,
+                data,
+                out,
+                preset=preset,
+                sizes=sizes,
+                checkpoint_every=checkpoint_every,
+                device=device,
+                num_threads=num_threads,
+                n_jobs=n_jobs,
+                progress=progress,
+            )
+            if error is None:
+                outcome.trained.append(spec.run_id)
+            else:
+                outcome.failed[spec.run_id] = error
+                log(f"run {spec.run_id} failed: {error}")
+    return outcome
+
+
+def run_or_report(
+    spec: RunSpec, data: ConfigData, out: str | os.PathLike, **kwargs: Any
+) -> str | None:
+    """:func:`run_one`, with a failure written to ``error.json`` and returned, not raised."""
+    try:
+        run_one(spec, data, out, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - one failed run must not stop the sweep
+        return _fail(Path(out), spec, exc)
+    return None
+
+
+def _run_stacked(
+    group: Sequence[RunSpec],
+    data: ConfigData,
+    out: Path,
+    *,
+    preset: str,
+    sizes: EvaluationSizes,
+    checkpoint_every: int,
+    device: str,
+    stack: int,
+    n_jobs: int,
+    progress: bool,
+    log: Callable[[str], None],
+) -> SweepOutcome:
+    """The runs of one config on a GPU, K of the same model and steps trained as one."""
+    from ..stacked import Run, train_stacked
+
+    outcome = SweepOutcome()
+    images = data.ground_truth.all_images()
+    keys = list(dict.fromkeys((s.model, s.steps) for s in group))
+    for model, steps in keys:
+        same = [s for s in group if (s.model, s.steps) == (model, steps)]
+        for start in range(0, len(same), stack):
+            chunk = same[start : start + stack]
+            log(f"stack of {len(chunk)}: {', '.join(s.run_id for s in chunk)}")
+            runs = [
+                Run(
+                    s.model,
+                    images,
+                    seed=s.seed,
+                    hparams=s.hparams,
+                    dataset=data.dataset,
+                    checkpoint_dir=run_dir(out, s.run_id) / CHECKPOINT_DIR,
+                    name=s.run_id,
+                )
+                for s in chunk
+            ]
+            try:
+                results = train_stacked(
+                    runs,
+                    steps=steps,
+                    device=device,
+                    checkpoint_every=min(checkpoint_every, steps),
+                    keep_checkpoints=1,
+                    progress=progress,
+                )
+            except Exception as exc:  # noqa: BLE001
+                for s in chunk:
+                    outcome.failed[s.run_id] = _fail(out, s, exc)
+                log(f"stack failed: {exc}")
+                continue
+            for s, result in zip(chunk, results):
+                try:
+                    _done(
+                        out,
+                        s,
+                        record_of(
+                            s,
+                            data,
+                            result,
+                            preset=preset,
+                            sizes=sizes,
+                            num_threads=None,
+                            n_jobs=n_jobs,
+                        ),
+                    )
+                except Exception as exc:  # noqa: BLE001
+                    outcome.failed[s.run_id] = _fail(out, s, exc)
+                else:
+                    outcome.trained.append(s.run_id)
+    return outcome
+
+
+def loader(
+    data: str, *, cache_dir: str | None = None, progress: bool = True
+) -> Callable[[str], ConfigData]:
+    """``load(config)`` for the sweeps: the last config stays decoded (one copy in memory)."""
+    cache: dict[str, ConfigData] = {}
+
+    def load(config: str) -> ConfigData:
+        if config not in cache:
+            cache.clear()  # a whole dSprites config is 3 GB: keep one
+            cache[config] = load_config(data, config, cache_dir=cache_dir, progress=progress)
+        return cache[config]
+
+    return load
