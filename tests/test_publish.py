@@ -10,10 +10,7 @@ import pytest
 from builders import publish as publish_module
 from builders.manifest import STATE_FILE, listed_files, read_manifest, read_state
 from builders.publish import PublishError, main, plan_upload, publish
-from tests import test_build
 from tests.test_build import copy_build
-
-smoke_build = test_build.smoke_build  # the session's shared smoke build (a fixture)
 
 TOKEN = "hf_SECRETsecretSECRETsecret0123456789"
 

@@ -14,10 +14,7 @@ from builders import get_builder
 from builders.base import ShardWriter
 from builders.manifest import STATE_FILE, read_state
 from generation.verify import main, verify_folder
-from tests import test_build
 from tests.test_build import copy_build
-
-smoke_build = test_build.smoke_build  # the session's shared smoke build (a fixture)
 
 SHARD = "data/perturbed/train-00000-of-00001.parquet"
 
