@@ -245,7 +245,7 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
         cwd=cwd,
         capture_output=True,
         text=True,
-        timeout=1200,
+        timeout=3600,  # minutes on 2 idle cores; far more on a loaded machine
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
 

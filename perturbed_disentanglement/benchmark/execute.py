@@ -193,6 +193,18 @@ def run_one(
     return record
 
 
+def unfinished(specs: Sequence[RunSpec], out: Path) -> tuple[list[RunSpec], SweepOutcome]:
+    """The runs of ``specs`` still to do, and an outcome listing the finished ones as skipped."""
+    outcome = SweepOutcome()
+    todo = []
+    for spec in specs:
+        if finished_record(out, spec.run_id) is not None:
+            outcome.skipped.append(spec.run_id)
+        else:
+            todo.append(spec)
+    return todo, outcome
+
+
 def run_in_process(
     specs: Sequence[RunSpec],
     load: Callable[[str], ConfigData],
@@ -210,13 +222,7 @@ def run_in_process(
 ) -> SweepOutcome:
     """Every unfinished run of ``specs``, config by config (each decoded once by ``load``)."""
     out = Path(out)
-    outcome = SweepOutcome()
-    todo = []
-    for spec in specs:
-        if finished_record(out, spec.run_id) is not None:
-            outcome.skipped.append(spec.run_id)
-        else:
-            todo.append(spec)
+    todo, outcome = unfinished(specs, out)
     configs = list(dict.fromkeys(s.config for s in todo))
     for config in configs:
         data = load(config)

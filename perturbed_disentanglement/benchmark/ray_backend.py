@@ -18,9 +18,8 @@ import torch
 from ..errors import InvalidArgumentError
 from .data import ConfigData
 from .evaluation import EvaluationSizes
-from .execute import SweepOutcome, run_or_report
+from .execute import SweepOutcome, run_or_report, unfinished
 from .plan import RunSpec
-from .records import finished_record
 
 
 def _import_ray() -> Any:
@@ -53,13 +52,7 @@ def run_with_ray(
     """Every unfinished run of ``specs`` as a Ray task; returns when all have ended."""
     ray = _import_ray()
     out = Path(out).resolve()
-    outcome = SweepOutcome()
-    todo = []
-    for spec in specs:
-        if finished_record(out, spec.run_id) is not None:
-            outcome.skipped.append(spec.run_id)
-        else:
-            todo.append(spec)
+    todo, outcome = unfinished(specs, out)
     if not todo:
         return outcome
     started_here = not ray.is_initialized()
