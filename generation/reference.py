@@ -16,6 +16,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from perturbed_disentanglement import ground_truth
 from perturbed_disentanglement.errors import PerturbedDisentanglementError
@@ -63,6 +64,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _protocol(args: argparse.Namespace) -> dict[str, Any]:
+    """What the full run and a single ``--restart`` read alike (they must agree to share a
+    work directory)."""
+    return {
+        "preset_name": args.preset,
+        "workdir": args.workdir,
+        "seed": args.seed,
+        "restarts": args.restarts,
+        "steps": args.steps,
+        "device": args.device,
+        "num_threads": args.threads,
+        "progress": not args.no_progress,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.restart is not None:
@@ -73,18 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     t0 = time.perf_counter()
     try:
-        gt = ground_truth(args.dataset, args.source)
-        reference = run_reference(
-            gt,
-            preset_name=args.preset,
-            workdir=args.workdir,
-            seed=args.seed,
-            restarts=args.restarts,
-            steps=args.steps,
-            device=args.device,
-            num_threads=args.threads,
-            progress=not args.no_progress,
-        )
+        reference = run_reference(ground_truth(args.dataset, args.source), **_protocol(args))
         reference.save(out, overwrite=args.overwrite)
     except (PerturbedDisentanglementError, OSError) as exc:  # OSError: a missing --source
         print(f"error: {exc}", file=sys.stderr)
@@ -110,16 +115,7 @@ def main(argv: list[str] | None = None) -> int:
 def _one_restart(args: argparse.Namespace) -> int:
     try:
         evaluation = train_restart(
-            ground_truth(args.dataset, args.source),
-            args.restart,
-            preset_name=args.preset,
-            workdir=args.workdir,
-            seed=args.seed,
-            restarts=args.restarts,
-            steps=args.steps,
-            device=args.device,
-            num_threads=args.threads,
-            progress=not args.no_progress,
+            ground_truth(args.dataset, args.source), args.restart, **_protocol(args)
         )
     except (PerturbedDisentanglementError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
