@@ -23,8 +23,9 @@ Steps and their share of the default 480 s budget (``--budget``; the shell caps 
 6. evaluation (estimated in step 4, ~1 min): per run on the GPU, in the main process, MIG on
    dlib's 10,000 points, FactorVAE score, active units, information levels and reconstruction;
    DCI and SAP (scikit-learn fits, the slow part) on a subset in the process pool, in parallel.
-   The protocol is the harness's ``evaluate_representation`` (same sampling, same functions), with
-   the classifier fits on ``--fit-train``/``--fit-test`` points rather than all of them.
+   The code is the harness's: ``evaluate_representation``'s pieces ``sample_codes`` and
+   ``encoder_metrics`` here, ``classifier_metrics`` in the pool, on ``classifier_train`` /
+   ``classifier_test`` points (``--fit-train``/``--fit-test``) rather than all of them.
 7. report and export (~20 s): ``--report-only`` rendered into the results folder; with ``--export``
    (default ``$OUT``) the folder is packed as ``results.tar.gz`` beside ``gpu_benchmark.json``
    (timings, steps/s, images/s, MIG per config) and ``report.md``: the device returns at most 8
@@ -52,9 +53,9 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -63,6 +64,8 @@ START = time.perf_counter()  # the budget counts from here (before torch is impo
 # Light imports only at the top: the evaluation pool's spawned workers import this file again.
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+if TYPE_CHECKING:
+    from perturbed_disentanglement.benchmark.evaluation import Codes, EvaluationSizes
 
 MODEL = "beta_vae"
 CONFIGS = ("original", "perturbed", "noise")
@@ -99,20 +102,6 @@ REFERENCE_HINT = (
 
 # --- settings ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class Sizes:
-    """Metric sample sizes: MIG on dlib's 10,000 points; the classifier fits on a subset."""
-
-    num_train: int  # MIG, active units, information levels (and the fits' pool)
-    num_test: int
-    fit_train: int  # DCI and SAP fitted on the first fit_train of num_train ...
-    fit_test: int  # ... and tested on the first fit_test of num_test
-    factor_vae_train: int
-    factor_vae_eval: int
-    factor_vae_variance: int
-    reconstruction_points: int  # the harness's 1,000 (execute.RECONSTRUCTION_POINTS)
-
-
-@dataclass(frozen=True)
 class Mode:
     """What differs between the GPU run and the CPU smoke run."""
 
@@ -123,29 +112,46 @@ class Mode:
     budget: float  # seconds for the whole script
     report_reserve: float  # seconds kept for the report and the export
     margin: float  # seconds kept free at the end
-    sizes: Sizes
+    sizes: EvaluationSizes  # MIG on dlib's 10,000 points; DCI/SAP on classifier_train/_test
+    reconstruction_points: int | None  # None: the harness's (execute.RECONSTRUCTION_POINTS)
+
+    def points(self) -> int:
+        """Grid points of the reconstruction error."""
+        from perturbed_disentanglement.benchmark.execute import RECONSTRUCTION_POINTS
+
+        return self.reconstruction_points or RECONSTRUCTION_POINTS
 
 
-GPU_MODE = Mode(
-    device="cuda",
-    seeds=(0, 1, 2, 3, 4),
-    warmup_steps=400,
-    max_steps=300_000,  # dlib's steps: never more
-    budget=480.0,
-    report_reserve=30.0,
-    margin=20.0,
-    sizes=Sizes(10_000, 5_000, 1_000, 500, 2_000, 1_000, 10_000, 1_000),
-)
-SMOKE_MODE = Mode(
-    device="cpu",
-    seeds=(0, 1),
-    warmup_steps=2,
-    max_steps=4,
-    budget=240.0,
-    report_reserve=30.0,
-    margin=5.0,
-    sizes=Sizes(300, 150, 150, 75, 10, 5, 100, 100),
-)
+def default_mode(smoke: bool) -> Mode:
+    """The GPU run's settings, or the CPU smoke run's (``EvaluationSizes`` is imported here: the
+    top stays light, for the pool's spawned workers import this file again)."""
+    from perturbed_disentanglement.benchmark.evaluation import EvaluationSizes
+
+    if smoke:
+        return Mode(
+            device="cpu",
+            seeds=(0, 1),
+            warmup_steps=2,
+            max_steps=4,
+            budget=240.0,
+            report_reserve=30.0,
+            margin=5.0,
+            sizes=EvaluationSizes(300, 150, 10, 5, 100, classifier_train=150, classifier_test=75),
+            reconstruction_points=100,
+        )
+    return Mode(
+        device="cuda",
+        seeds=(0, 1, 2, 3, 4),
+        warmup_steps=400,
+        max_steps=300_000,  # dlib's steps: never more
+        budget=480.0,
+        report_reserve=30.0,
+        margin=20.0,
+        sizes=EvaluationSizes(
+            10_000, 5_000, 2_000, 1_000, 10_000, classifier_train=1_000, classifier_test=500
+        ),
+        reconstruction_points=None,
+    )
 
 
 # --- pure pieces (unit-tested) ------------------------------------------------------------------
@@ -209,36 +215,34 @@ def _worker_init() -> None:
     signal.signal(signal.SIGINT, lambda *_: os._exit(130))
 
 
-def fit_classifiers(
-    mu: np.ndarray, factors: np.ndarray, mu_test: np.ndarray, factors_test: np.ndarray, seed: int
-) -> dict[str, float]:
-    """DCI and SAP of one run (the harness's functions), with their CPU seconds."""
-    from perturbed_disentanglement.metrics import dci, sap
+def timed_classifier_metrics(
+    codes: Codes, sizes: EvaluationSizes, seed: int
+) -> tuple[dict[str, float], float]:
+    """The harness's ``classifier_metrics`` (DCI, SAP) of one run, and its CPU seconds (the
+    evaluation's estimate and the record's seconds count them)."""
+    from perturbed_disentanglement.benchmark.evaluation import classifier_metrics
 
     t0 = time.process_time()
-    d = dci(mu, factors, mu_test, factors_test, random_state=seed)
-    s = sap(mu, factors, mu_test, factors_test, random_state=seed)
-    return {
-        "dci_disentanglement": float(d["disentanglement"]),
-        "dci_completeness": float(d["completeness"]),
-        "dci_informativeness": float(d["informativeness_test"]),
-        "sap": float(s["sap"]),
-        "cpu_seconds": time.process_time() - t0,
-    }
+    scores = classifier_metrics(codes, sizes, seed)
+    return scores, time.process_time() - t0
 
 
-def calibrate_fit(sizes: Sequence[int], fit_train: int, fit_test: int) -> float:
+def calibrate_fit(factor_sizes: Sequence[int], sizes: EvaluationSizes) -> float:
     """CPU seconds of one run's DCI + SAP fits on synthetic codes of the grid's factor sizes
     (the fits' cost hardly depends on the codes)."""
+    from perturbed_disentanglement.benchmark.evaluation import Codes
+
     rng = np.random.default_rng(0)
 
     def sample(n: int) -> tuple[np.ndarray, np.ndarray]:
-        f = np.stack([rng.integers(0, s, n) for s in sizes], axis=1)
+        f = np.stack([rng.integers(0, s, n) for s in factor_sizes], axis=1)
         return f + rng.normal(0, 2, f.shape), f
 
-    mu, f = sample(fit_train)
-    mu_t, f_t = sample(fit_test)
-    return fit_classifiers(mu, f, mu_t, f_t, 0)["cpu_seconds"]
+    mu, f = sample(sizes.classifier_train or sizes.num_train)
+    mu_t, f_t = sample(sizes.classifier_test or sizes.num_test)
+    names = tuple(f"factor{k}" for k in range(len(factor_sizes)))
+    codes = Codes(names, mu, np.zeros_like(mu), f, np.arange(len(f)), mu_t, f_t)
+    return timed_classifier_metrics(codes, sizes, 0)[1]
 
 
 # --- the script -------------------------------------------------------------------------------
@@ -319,15 +323,15 @@ def resolve_mode(args: argparse.Namespace) -> Mode:
     """The mode's defaults with the command line's overrides."""
     from perturbed_disentanglement.benchmark.plan import parse_seeds
 
-    base = SMOKE_MODE if args.smoke else GPU_MODE
+    base = default_mode(args.smoke)
     sizes = base.sizes
     if args.fit_train or args.fit_test:
-        sizes = Sizes(
-            **{
-                **asdict(sizes),
-                "fit_train": min(args.fit_train or sizes.fit_train, sizes.num_train),
-                "fit_test": min(args.fit_test or sizes.fit_test, sizes.num_test),
-            }
+        train = args.fit_train or sizes.classifier_train or sizes.num_train
+        test = args.fit_test or sizes.classifier_test or sizes.num_test
+        sizes = replace(
+            sizes,
+            classifier_train=min(train, sizes.num_train),
+            classifier_test=min(test, sizes.num_test),
         )
     warmup = args.warmup_steps or base.warmup_steps
     max_steps = args.max_steps or base.max_steps
@@ -342,6 +346,7 @@ def resolve_mode(args: argparse.Namespace) -> Mode:
         report_reserve=base.report_reserve,
         margin=base.margin,
         sizes=sizes,
+        reconstruction_points=base.reconstruction_points,
     )
 
 
@@ -441,71 +446,35 @@ def load_configs(
 
 
 def gpu_part(
-    result: Any, model: str, data: Any, seed: int, sizes: Sizes, num_threads: int | None
-) -> tuple[dict[str, Any], tuple]:
-    """One run's metrics that need its encoder, exactly as ``evaluate_representation`` samples
-    and computes them, and the arguments of its DCI/SAP fits (run in the pool)."""
-    from perturbed_disentanglement.benchmark.evaluation import checked_encoder, latent_of_each
-    from perturbed_disentanglement.benchmark.execute import reconstruction_error
-    from perturbed_disentanglement.metrics import (
-        encode_indices,
-        factor_vae_score,
-        information_level,
-        mean_posterior_variance,
-        mig,
-        num_active_units,
+    result: Any, model: str, data: Any, seed: int, mode: Mode, num_threads: int | None
+) -> tuple[dict[str, Any], Codes]:
+    """One run's metrics that need its encoder (the harness's ``sample_codes`` and
+    ``encoder_metrics``, and its reconstruction error), and the codes of its DCI/SAP fits (the
+    classifiers' subset only: it is sent to the pool)."""
+    from perturbed_disentanglement.benchmark.evaluation import (
+        checked_encoder,
+        encoder_metrics,
+        sample_codes,
     )
-    from perturbed_disentanglement.metrics._random import as_generator
+    from perturbed_disentanglement.benchmark.execute import reconstruction_metric
     from perturbed_disentanglement.training import encode as encode_images
     from perturbed_disentanglement.zoo import model_spec
 
     vae = result.objective.vae.eval()
-    gt, s = data.ground_truth, data.s
+    gt, sizes = data.ground_truth, mode.sizes
     encode = checked_encoder(lambda x: encode_images(vae, x, num_threads=num_threads))
-    stochastic = not model_spec(model).deterministic
-    rng = as_generator(seed)
-    keep = [k for k, n in enumerate(gt.factor_sizes) if n >= 2]
-    names = [gt.factor_names[k] for k in keep]
-    train_f = gt.sample_factors(sizes.num_train, rng).astype(np.int64)
-    test_f = gt.sample_factors(sizes.num_test, rng).astype(np.int64)
-    train_idx, test_idx = gt.index(train_f), gt.index(test_f)
-    mu, logvar = encode_indices(gt, encode, train_idx)
-    mu_test, _ = encode_indices(gt, encode, test_idx)
-    train_f, test_f = train_f[:, keep], test_f[:, keep]
-    m = mig(mu, train_f)
-    fv = factor_vae_score(
+    codes = sample_codes(gt, encode, sizes, seed)
+    metrics = encoder_metrics(
         gt,
         encode,
-        seed,
-        num_train=sizes.factor_vae_train,
-        num_eval=sizes.factor_vae_eval,
-        num_variance_estimate=sizes.factor_vae_variance,
+        data.s,
+        codes,
+        random_state=seed,
+        sizes=sizes,
+        stochastic=not model_spec(model).deterministic,
     )
-    factor_latent = latent_of_each(mu, train_f, s[train_idx], names)
-    level = information_level(logvar) if stochastic else None
-    points = np.random.default_rng(seed).choice(
-        len(s), size=min(sizes.reconstruction_points, len(s)), replace=False
-    )
-    metrics = {
-        "mig": float(m["mig"]),
-        "mig_per_factor": dict(zip(names, np.asarray(m["mig_per_factor"]).tolist())),
-        "factor_vae_score": float(fv["eval_accuracy"]),
-        "active_units": num_active_units(logvar) if stochastic else None,
-        "mean_variance": mean_posterior_variance(logvar).tolist() if stochastic else None,
-        "factor_latent": factor_latent,
-        "information_level": (
-            {k: float(level[v]) for k, v in factor_latent.items()} if stochastic else None
-        ),
-        "reconstruction": reconstruction_error(vae, gt.images(np.sort(points)), num_threads),
-    }
-    fit = (
-        mu[: sizes.fit_train],
-        train_f[: sizes.fit_train],
-        mu_test[: sizes.fit_test],
-        test_f[: sizes.fit_test],
-        seed,
-    )
-    return metrics, fit
+    metrics["reconstruction"] = reconstruction_metric(vae, gt, seed, num_threads, mode.points())
+    return metrics, codes.head(sizes.classifier_train, sizes.classifier_test)
 
 
 def make_runs(model: str, loaded: dict[str, Any], seeds: Sequence[int], ckpt: Path) -> list[Any]:
@@ -651,52 +620,27 @@ def record_of(
     metrics: dict[str, Any],
     *,
     preset: str,
-    sizes: Sizes,
+    mode: Mode,
     seconds: float,
     warmup: dict[str, Any],
     k: int,
 ) -> dict[str, Any]:
-    """The harness's record (``benchmark/records.py``), with the stack and the fit sizes added."""
-    from perturbed_disentanglement import __version__
-    from perturbed_disentanglement.benchmark.records import FORMAT, FORMAT_VERSION
+    """The harness's record (``execute.assemble_record``), with the stack's fields and the
+    reconstruction's points added."""
+    from perturbed_disentanglement.benchmark.execute import assemble_record
 
-    trained = result.steps - result.start_step
-    rate = trained / result.wall_time if result.wall_time else None
-    return {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "package_version": __version__,
-        "run_id": spec.run_id,
-        "data": data.describe(),
-        **spec.as_dict(),
-        "regulariser": spec.regulariser,
-        "preset": preset,
-        "metrics": metrics,
-        "training": {
-            "seconds": result.wall_time,
-            "steps_per_second": rate,
-            "device": result.device,
-            "precision": result.precision,
-            "num_threads": result.num_threads,
-            "final_loss": {k: float(v[-1]) for k, v in result.history.items() if k != "step"},
-            "stacked_runs": k,
-            "stack_images_per_second": rate * spec.batch_size * k if rate else None,
-            "warmup_steps": warmup.get("steps"),
-            "warmup_steps_per_second": warmup.get("steps_per_second"),
-        },
-        "evaluation": {
-            "seconds": seconds,
-            "random_state": spec.seed,
-            "num_train": sizes.num_train,
-            "num_test": sizes.num_test,
-            "factor_vae_train": sizes.factor_vae_train,
-            "factor_vae_eval": sizes.factor_vae_eval,
-            "factor_vae_variance": sizes.factor_vae_variance,
-            "dci_sap_train": sizes.fit_train,
-            "dci_sap_test": sizes.fit_test,
-            "reconstruction_points": sizes.reconstruction_points,
-        },
-    }
+    record = assemble_record(
+        spec, data, result, metrics, preset=preset, sizes=mode.sizes, seconds=seconds
+    )
+    rate = record["training"]["steps_per_second"]
+    record["training"].update(
+        stacked_runs=k,
+        stack_images_per_second=rate * spec.batch_size * k if rate else None,
+        warmup_steps=warmup.get("steps"),
+        warmup_steps_per_second=warmup.get("steps_per_second"),
+    )
+    record["evaluation"]["reconstruction_points"] = mode.points()
+    return record
 
 
 def evaluate_all(
@@ -714,6 +658,7 @@ def evaluate_all(
 ) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """Score every run (GPU part here, fits in the pool) and write its record."""
     from perturbed_disentanglement.atomic import write_json_atomic
+    from perturbed_disentanglement.benchmark.evaluation import METRIC_ORDER
     from perturbed_disentanglement.benchmark.records import run_dir, write_record
 
     pending: list[tuple[Any, Any, dict[str, Any], float, Future]] = []
@@ -721,29 +666,29 @@ def evaluate_all(
     for spec, result in zip(specs, results):
         t0 = time.perf_counter()
         try:
-            metrics, fit = gpu_part(
-                result, spec.model, loaded[spec.config], spec.seed, mode.sizes, num_threads
+            metrics, codes = gpu_part(
+                result, spec.model, loaded[spec.config], spec.seed, mode, num_threads
             )
         except Exception as exc:  # noqa: BLE001 - one run's failure must not stop the others
             failed[spec.run_id] = f"{type(exc).__name__}: {exc}"
             traceback.print_exc()
             continue
-        future = pool.submit(fit_classifiers, *fit)
+        future = pool.submit(timed_classifier_metrics, codes, mode.sizes, spec.seed)
         pending.append((spec, result, metrics, time.perf_counter() - t0, future))
     clock.log(f"GPU part of {len(pending)} evaluation(s) done; waiting for the DCI/SAP fits")
     records = []
     for spec, result, metrics, seconds, future in pending:
         try:
-            fitted = future.result()
-            cpu = fitted.pop("cpu_seconds")
-            metrics.update(fitted)
+            fitted, cpu = future.result()
+            scores = {**metrics, **fitted}
+            metrics = {k: scores[k] for k in (*METRIC_ORDER, "reconstruction")}  # the harness's
             record = record_of(
                 spec,
                 loaded[spec.config],
                 result,
                 metrics,
                 preset=preset,
-                sizes=mode.sizes,
+                mode=mode,
                 seconds=seconds + cpu,
                 warmup=warmup,
                 k=len(specs),
@@ -856,10 +801,8 @@ def run(args: argparse.Namespace, clock: Clock, summary: Summary, mode: Mode) ->
     calibration: list[Future] = []
 
     def calibrate(first: Any) -> None:
-        sizes = [n for n in first.ground_truth.factor_sizes if n >= 2]
-        calibration.append(
-            pool.submit(calibrate_fit, sizes, mode.sizes.fit_train, mode.sizes.fit_test)
-        )
+        factor_sizes = [n for n in first.ground_truth.factor_sizes if n >= 2]
+        calibration.append(pool.submit(calibrate_fit, factor_sizes, mode.sizes))
 
     try:
         t0 = time.perf_counter()
@@ -876,7 +819,7 @@ def run(args: argparse.Namespace, clock: Clock, summary: Summary, mode: Mode) ->
 
         def estimate(warm_result: Any) -> float:
             t = time.perf_counter()
-            gpu_part(warm_result, MODEL, first, 0, mode.sizes, num_threads)
+            gpu_part(warm_result, MODEL, first, 0, mode, num_threads)
             main_seconds = time.perf_counter() - t
             fit_seconds = calibration[0].result()
             estimate = evaluation_estimate(k, main_seconds, fit_seconds, workers)

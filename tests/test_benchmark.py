@@ -3,6 +3,7 @@ end (CLI, records, report, resume, a failed run retried, the Ray path)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -186,6 +187,124 @@ def test_a_perfect_code_scores_high_and_bad_encoders_are_refused() -> None:
         )
     with pytest.raises(InvalidArgumentError, match="one value per grid point"):
         ev.evaluate_representation(gt, _factor_encoder, s[:10], sizes=SMOKE_SIZES)
+
+
+def _mixed_encoder(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A stochastic code that mixes the factors, in exact float64 arithmetic (no sin: the codes
+    are the same bits on any CPU)."""
+    a, b, c = (x[:, 0, :3, 0].astype(np.float64) / 40).T
+    wobble = (a * 7 + b * 13 + c * 29) % 11 / 11 - 0.5  # a fixed pseudo-noise per image
+    mu = np.stack([a + b + wobble, b + 0.75 * c, c + 0.5 * a - wobble, wobble], axis=1)
+    logvar = np.stack([-2 - 0.25 * a, -2 - 0.25 * b, -2 - 0.25 * c, np.full_like(a, 0.5)], axis=1)
+    return mu, logvar
+
+
+#: ``evaluate_representation(tiny grid, _mixed_encoder, smoke sizes)`` computed by the code before
+#: it was split into sample_codes / encoder_metrics / classifier_metrics (commit 76c2069), with an
+#: int seed and with a Generator (which the samples, DCI, SAP and the FactorVAE score draw from in
+#: that order: the split must keep it).
+MIXED_BEFORE_SPLIT: dict[object, dict] = {
+    3: {
+        "mig": 0.16365873259076166,
+        "mig_per_factor": {
+            "a": 0.03252168597951844,
+            "b": 0.40408769944634754,
+            "c": 0.05436681234641897,
+        },
+        "dci_disentanglement": 0.15385447622295256,
+        "dci_completeness": 0.2591405094591953,
+        "dci_informativeness": 1.0,
+        "sap": 0.10533333333333333,
+        "factor_vae_score": 0.68,
+        "active_units": 3,
+        "mean_variance": [
+            0.10812382966658526,
+            0.09793830348425259,
+            0.09001320798059775,
+            1.6487212707001206,
+        ],
+        "factor_latent": {"a": 0, "b": 1, "c": 1, "s": 1},
+        "information_level": {
+            "a": 0.8918761703334147,
+            "b": 0.9020616965157474,
+            "c": 0.9020616965157474,
+            "s": 0.9020616965157474,
+        },
+    },
+    "generator7": {
+        "mig": 0.1665799350732968,
+        "mig_per_factor": {
+            "a": 0.07441308529891945,
+            "b": 0.35612889404155124,
+            "c": 0.06919782587941976,
+        },
+        "dci_disentanglement": 0.1291922188139479,
+        "dci_completeness": 0.22932396686047304,
+        "dci_informativeness": 1.0,
+        "sap": 0.06933333333333334,
+        "factor_vae_score": 0.64,
+        "active_units": 3,
+        "mean_variance": [
+            0.10673242481119945,
+            0.0956768817445871,
+            0.08799040622762298,
+            1.6487212707001206,
+        ],
+        "factor_latent": {"a": 0, "b": 1, "c": 1, "s": 1},
+        "information_level": {
+            "a": 0.8932675751888005,
+            "b": 0.9043231182554129,
+            "c": 0.9043231182554129,
+            "s": 0.9043231182554129,
+        },
+    },
+}
+
+
+def _assert_same_metrics(got: object, expected: object) -> None:
+    """Keys (in order), ints and None exactly; floats to 1e-9 relative (float64 maths, where
+    ``exp`` may differ in the last bit between CPUs' vector paths)."""
+    if isinstance(expected, dict):
+        assert isinstance(got, dict) and list(got) == list(expected)
+        for key in expected:
+            _assert_same_metrics(got[key], expected[key])
+    elif isinstance(expected, list):
+        assert isinstance(got, list) and len(got) == len(expected)
+        for g, e in zip(got, expected):
+            _assert_same_metrics(g, e)
+    elif isinstance(expected, float):
+        assert isinstance(got, float) and got == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    else:
+        assert type(got) is type(expected) and got == expected
+
+
+@pytest.mark.parametrize("seed", [3, "generator7"])
+def test_evaluate_representation_gives_the_values_it_gave_before_the_split(seed: object) -> None:
+    gt, s = _tiny_grid()
+    random_state = np.random.default_rng(7) if seed == "generator7" else seed
+    got = ev.evaluate_representation(
+        gt, _mixed_encoder, s, random_state=random_state, sizes=SMOKE_SIZES
+    )
+    _assert_same_metrics(got, MIXED_BEFORE_SPLIT[seed])
+
+
+def test_classifier_subsets_are_classifier_metrics_on_the_first_points() -> None:
+    gt, s = _tiny_grid()
+    sizes = dataclasses.replace(SMOKE_SIZES, classifier_train=200, classifier_test=100)
+    assert SMOKE_SIZES.as_dict()["classifier_train"] is None  # all points, as records store it
+    assert ev.EvaluationSizes(**json.loads(json.dumps(sizes.as_dict()))) == sizes
+    got = ev.evaluate_representation(gt, _mixed_encoder, s, random_state=3, sizes=sizes)
+
+    codes = ev.sample_codes(gt, ev.checked_encoder(_mixed_encoder), sizes, 3)
+    head = codes.head(200, 100)
+    assert head.mu.shape == (200, 4) and head.factors_test.shape == (100, 3)
+    np.testing.assert_array_equal(head.mu_test, codes.mu_test[:100])
+    classifiers = ev.classifier_metrics(head, SMOKE_SIZES, 3)  # no subset: all of head's points
+    assert {k: got[k] for k in classifiers} == classifiers  # the same function on the same arrays
+    before = MIXED_BEFORE_SPLIT[3]
+    assert classifiers["sap"] != before["sap"]  # the subset changed the fits ...
+    others = [k for k in got if k not in classifiers]  # ... and nothing else
+    _assert_same_metrics({k: got[k] for k in others}, {k: before[k] for k in others})
 
 
 def test_robustness_summary_is_the_share_that_survives() -> None:

@@ -131,7 +131,7 @@ def test_smoke_run_writes_records_that_report_only_renders(
         assert r["model"] == "beta_vae" and r["steps"] == summary["steps"]
         assert r["preset"] == "gpu_benchmark_smoke"
         assert r["training"]["stacked_runs"] == 6
-        assert r["evaluation"]["num_train"] == 300 and r["evaluation"]["dci_sap_train"] == 150
+        assert r["evaluation"]["num_train"] == 300 and r["evaluation"]["classifier_train"] == 150
         assert all(math.isfinite(r["metrics"][m]) for m in ("mig", "dci_disentanglement", "sap"))
         assert r["data"]["name"] == str(smoke_build.out)
 

@@ -5,6 +5,11 @@ the same way, with disentanglement_lib's protocols (Locatello et al., ICML 2019)
 ``num_train`` uniform grid samples; DCI and SAP fitted on those and tested on ``num_test`` others;
 the FactorVAE score with its own votes; active units and the information level of the latent
 that encodes each factor and ``s`` (paper Fig. 4c) on the training sample.
+
+:func:`evaluate_representation` is three pieces, so that a GPU script can run the first two in
+its main process and the CPU-bound classifier fits in a process pool, with the same code:
+:func:`sample_codes` (dlib's samples, encoded), :func:`encoder_metrics` (everything that needs the
+encoder or the training codes) and :func:`classifier_metrics` (DCI and SAP).
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from ..metrics import (
     num_active_units,
     sap,
 )
-from ..metrics._random import as_generator
+from ..metrics._random import RandomState, as_generator
 from .data import ConfigData, load_config
 
 #: ``encode(uint8 images [n, 64, 64, C]) -> (mu [n, d], logvar [n, d] or None)``.
@@ -38,15 +43,23 @@ EncodeFn = Callable[[np.ndarray], Any]
 
 @dataclass(frozen=True)
 class EvaluationSizes:
-    """Sample sizes of the metrics: dlib's by default, smaller for smoke runs."""
+    """Sample sizes of the metrics: dlib's by default, smaller for smoke runs.
+
+    ``classifier_train``/``classifier_test``: DCI and SAP are fitted on the first
+    ``classifier_train`` points of the training sample and tested on the first
+    ``classifier_test`` of the test sample (None: all of them, dlib's protocol). Their
+    scikit-learn fits are the slow part; a time-boxed run may give them fewer points.
+    """
 
     num_train: int = 10_000
     num_test: int = 5_000
     factor_vae_train: int = 10_000
     factor_vae_eval: int = 5_000
     factor_vae_variance: int = 10_000
+    classifier_train: int | None = None
+    classifier_test: int | None = None
 
-    def as_dict(self) -> dict[str, int]:
+    def as_dict(self) -> dict[str, int | None]:
         return dict(self.__dict__)
 
 
@@ -101,6 +114,139 @@ def latent_of_each(
     return dict(zip([*names, "s"], (int(d) for d in np.argmax(mi, axis=0))))
 
 
+@dataclass(frozen=True, eq=False)
+class Codes:
+    """One representation's codes of dlib's two uniform samples: what the metrics share.
+
+    ``names``: the factors with two values or more (dlib drops the others; ``factors`` and
+    ``factors_test`` hold their columns). ``train_idx``: the training sample's grid indices (the
+    ``s`` of each point). ``logvar`` is the training sample's (the test sample's is not used).
+    """
+
+    names: tuple[str, ...]
+    mu: np.ndarray
+    logvar: np.ndarray
+    factors: np.ndarray
+    train_idx: np.ndarray
+    mu_test: np.ndarray
+    factors_test: np.ndarray
+
+    def head(self, num_train: int | None, num_test: int | None) -> Codes:
+        """The first ``num_train`` training and ``num_test`` test points (None: all): the
+        classifiers' subset, small enough to send to another process."""
+        n, m = slice(num_train), slice(num_test)
+        return Codes(
+            self.names,
+            self.mu[n],
+            self.logvar[n],
+            self.factors[n],
+            self.train_idx[n],
+            self.mu_test[m],
+            self.factors_test[m],
+        )
+
+
+def sample_codes(
+    gt: GroundTruth,
+    encode: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+    sizes: EvaluationSizes,
+    rng: RandomState,
+) -> Codes:
+    """dlib's training and test samples (uniform on the grid, training first) and their codes.
+
+    ``encode``: a :func:`checked_encoder`. ``rng``: a seed, or a Generator whose stream continues
+    (the two samples are its first draws, as in :func:`evaluate_representation`).
+    """
+    rng = as_generator(rng)
+    keep = [k for k, n in enumerate(gt.factor_sizes) if n >= 2]  # dlib drops one-valued factors
+    train_f = gt.sample_factors(sizes.num_train, rng).astype(np.int64)
+    test_f = gt.sample_factors(sizes.num_test, rng).astype(np.int64)
+    train_idx, test_idx = gt.index(train_f), gt.index(test_f)
+    mu, logvar = encode_indices(gt, encode, train_idx)
+    mu_test, _ = encode_indices(gt, encode, test_idx)
+    return Codes(
+        names=tuple(gt.factor_names[k] for k in keep),
+        mu=mu,
+        logvar=logvar,
+        factors=train_f[:, keep],
+        train_idx=train_idx,
+        mu_test=mu_test,
+        factors_test=test_f[:, keep],
+    )
+
+
+def encoder_metrics(
+    gt: GroundTruth,
+    encode: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+    s: np.ndarray,
+    codes: Codes,
+    *,
+    random_state: RandomState,
+    sizes: EvaluationSizes,
+    stochastic: bool,
+) -> dict[str, Any]:
+    """The metrics that need the encoder or the whole training sample: MIG, the FactorVAE score
+    (which encodes its own batches), the latent of each factor and of ``s``, and the posterior
+    variance metrics (None when not ``stochastic``). Cheap next to the encoding, so a GPU script
+    runs them where the encoder lives. ``encode``: a :func:`checked_encoder`."""
+    m = mig(codes.mu, codes.factors)
+    fv = factor_vae_score(
+        gt,
+        encode,
+        random_state,
+        num_train=sizes.factor_vae_train,
+        num_eval=sizes.factor_vae_eval,
+        num_variance_estimate=sizes.factor_vae_variance,
+    )
+    factor_latent = latent_of_each(codes.mu, codes.factors, s[codes.train_idx], codes.names)
+    level = information_level(codes.logvar) if stochastic else None
+    return {
+        "mig": float(m["mig"]),
+        "mig_per_factor": dict(zip(codes.names, np.asarray(m["mig_per_factor"]).tolist())),
+        "factor_vae_score": float(fv["eval_accuracy"]),
+        "active_units": num_active_units(codes.logvar) if stochastic else None,
+        "mean_variance": mean_posterior_variance(codes.logvar).tolist() if stochastic else None,
+        "factor_latent": factor_latent,
+        "information_level": (
+            {k: float(level[v]) for k, v in factor_latent.items()} if stochastic else None
+        ),
+    }
+
+
+def classifier_metrics(
+    codes: Codes, sizes: EvaluationSizes, random_state: RandomState, n_jobs: int = 1
+) -> dict[str, float]:
+    """DCI and SAP: classifiers fitted on the first ``sizes.classifier_train`` training codes and
+    tested on the first ``sizes.classifier_test`` test codes (None: all). Needs no encoder and is
+    top-level, so a process pool can run it on codes computed elsewhere. ``n_jobs``: the fits in
+    parallel processes (the values do not depend on it)."""
+    c = codes.head(sizes.classifier_train, sizes.classifier_test)
+    d = dci(c.mu, c.factors, c.mu_test, c.factors_test, random_state=random_state, n_jobs=n_jobs)
+    sp = sap(c.mu, c.factors, c.mu_test, c.factors_test, random_state=random_state, n_jobs=n_jobs)
+    return {
+        "dci_disentanglement": float(d["disentanglement"]),
+        "dci_completeness": float(d["completeness"]),
+        "dci_informativeness": float(d["informativeness_test"]),
+        "sap": float(sp["sap"]),
+    }
+
+
+#: The order of a record's metrics (those of :func:`evaluate_representation`).
+METRIC_ORDER = (
+    "mig",
+    "mig_per_factor",
+    "dci_disentanglement",
+    "dci_completeness",
+    "dci_informativeness",
+    "sap",
+    "factor_vae_score",
+    "active_units",
+    "mean_variance",
+    "factor_latent",
+    "information_level",
+)
+
+
 def evaluate_representation(
     gt: GroundTruth,
     encoder: EncodeFn,
@@ -118,6 +264,10 @@ def evaluate_representation(
     deterministic encoder (``stochastic=False``, e.g. the AE, whose σ head is never trained;
     None: whether ``encoder`` returns a log σ²). ``n_jobs``: DCI's and SAP's fits in parallel
     processes (the values do not depend on it).
+
+    The composition of :func:`sample_codes`, :func:`classifier_metrics` and
+    :func:`encoder_metrics`, in this order: a Generator ``random_state`` is drawn from in the
+    order it always was (the samples, DCI, SAP, then the FactorVAE score).
     """
     encode = checked_encoder(encoder)
     s = np.asarray(s)
@@ -128,44 +278,14 @@ def evaluate_representation(
         raise InvalidArgumentError(
             f"s must have one value per grid point ({len(gt)}), got {s.shape}"
         )
-    rng = as_generator(random_state)
-    keep = [k for k, n in enumerate(gt.factor_sizes) if n >= 2]  # dlib drops one-valued factors
-    names = [gt.factor_names[k] for k in keep]
-    train_f = gt.sample_factors(sizes.num_train, rng).astype(np.int64)
-    test_f = gt.sample_factors(sizes.num_test, rng).astype(np.int64)
-    train_idx, test_idx = gt.index(train_f), gt.index(test_f)
-    mu, logvar = encode_indices(gt, encode, train_idx)
-    mu_test, _ = encode_indices(gt, encode, test_idx)
-    train_f, test_f = train_f[:, keep], test_f[:, keep]
-
-    m = mig(mu, train_f)
-    d = dci(mu, train_f, mu_test, test_f, random_state=random_state, n_jobs=n_jobs)
-    sp = sap(mu, train_f, mu_test, test_f, random_state=random_state, n_jobs=n_jobs)
-    fv = factor_vae_score(
-        gt,
-        encode,
-        random_state,
-        num_train=sizes.factor_vae_train,
-        num_eval=sizes.factor_vae_eval,
-        num_variance_estimate=sizes.factor_vae_variance,
+    codes = sample_codes(gt, encode, sizes, random_state)
+    scores = classifier_metrics(codes, sizes, random_state, n_jobs)
+    scores.update(
+        encoder_metrics(
+            gt, encode, s, codes, random_state=random_state, sizes=sizes, stochastic=stochastic
+        )
     )
-    factor_latent = latent_of_each(mu, train_f, s[train_idx], names)
-    level = information_level(logvar) if stochastic else None
-    return {
-        "mig": float(m["mig"]),
-        "mig_per_factor": dict(zip(names, np.asarray(m["mig_per_factor"]).tolist())),
-        "dci_disentanglement": float(d["disentanglement"]),
-        "dci_completeness": float(d["completeness"]),
-        "dci_informativeness": float(d["informativeness_test"]),
-        "sap": float(sp["sap"]),
-        "factor_vae_score": float(fv["eval_accuracy"]),
-        "active_units": num_active_units(logvar) if stochastic else None,
-        "mean_variance": mean_posterior_variance(logvar).tolist() if stochastic else None,
-        "factor_latent": factor_latent,
-        "information_level": (
-            {k: float(level[v]) for k, v in factor_latent.items()} if stochastic else None
-        ),
-    }
+    return {k: scores[k] for k in METRIC_ORDER}
 
 
 def survival(original: Mapping[str, Any], other: Mapping[str, Any], metric: str) -> float | None:

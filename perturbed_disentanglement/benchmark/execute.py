@@ -23,6 +23,7 @@ import torch
 
 from .. import __version__
 from ..atomic import write_json_atomic
+from ..grid import GroundTruth
 from ..losses import bernoulli_reconstruction
 from ..models import VAE
 from ..training import TrainResult, encode, train
@@ -81,6 +82,55 @@ def reconstruction_error(vae: VAE, images: np.ndarray, num_threads: int | None =
         torch.set_num_threads(previous)
 
 
+def reconstruction_metric(
+    vae: VAE,
+    gt: GroundTruth,
+    seed: int,
+    num_threads: int | None = None,
+    points: int = RECONSTRUCTION_POINTS,
+) -> float:
+    """A record's ``reconstruction``: :func:`reconstruction_error` on ``points`` grid points drawn
+    with the run's seed (the same points for every model of a seed)."""
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(len(gt), size=min(points, len(gt)), replace=False)
+    return reconstruction_error(vae, gt.images(np.sort(chosen)), num_threads)
+
+
+def assemble_record(
+    spec: RunSpec,
+    data: ConfigData,
+    result: TrainResult,
+    metrics: dict[str, Any],
+    *,
+    preset: str,
+    sizes: EvaluationSizes,
+    seconds: float,
+) -> dict[str, Any]:
+    """A scored run's record (see :mod:`.records`), in one place for the harness and the GPU
+    script (which adds its stack's fields to ``training`` and ``evaluation``)."""
+    trained_steps = result.steps - result.start_step
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "package_version": __version__,
+        "run_id": spec.run_id,
+        "data": data.describe(),
+        **spec.as_dict(),
+        "regulariser": spec.regulariser,
+        "preset": preset,
+        "metrics": metrics,
+        "training": {
+            "seconds": result.wall_time,
+            "steps_per_second": trained_steps / result.wall_time if result.wall_time else None,
+            "device": result.device,
+            "precision": result.precision,
+            "num_threads": result.num_threads,
+            "final_loss": {k: float(v[-1]) for k, v in result.history.items() if k != "step"},
+        },
+        "evaluation": {"seconds": seconds, "random_state": spec.seed, **sizes.as_dict()},
+    }
+
+
 def record_of(
     spec: RunSpec,
     data: ConfigData,
@@ -103,36 +153,18 @@ def record_of(
         n_jobs=n_jobs,
         stochastic=not model_spec(spec.model).deterministic,
     )
-    rng = np.random.default_rng(spec.seed)
-    points = rng.choice(len(data.s), size=min(RECONSTRUCTION_POINTS, len(data.s)), replace=False)
-    metrics["reconstruction"] = reconstruction_error(
-        vae, data.ground_truth.images(np.sort(points)), num_threads
+    metrics["reconstruction"] = reconstruction_metric(
+        vae, data.ground_truth, spec.seed, num_threads
     )
-    trained_steps = result.steps - result.start_step
-    return {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "package_version": __version__,
-        "run_id": spec.run_id,
-        "data": data.describe(),
-        **spec.as_dict(),
-        "regulariser": spec.regulariser,
-        "preset": preset,
-        "metrics": metrics,
-        "training": {
-            "seconds": result.wall_time,
-            "steps_per_second": trained_steps / result.wall_time if result.wall_time else None,
-            "device": result.device,
-            "precision": result.precision,
-            "num_threads": result.num_threads,
-            "final_loss": {k: float(v[-1]) for k, v in result.history.items() if k != "step"},
-        },
-        "evaluation": {
-            "seconds": time.perf_counter() - t0,
-            "random_state": spec.seed,
-            **sizes.as_dict(),
-        },
-    }
+    return assemble_record(
+        spec,
+        data,
+        result,
+        metrics,
+        preset=preset,
+        sizes=sizes,
+        seconds=time.perf_counter() - t0,
+    )
 
 
 def _fail(out: Path, spec: RunSpec, exc: BaseException) -> str:
