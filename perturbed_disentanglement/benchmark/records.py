@@ -31,8 +31,9 @@ The record (``format_version`` 1)::
       "training": {"seconds": float, "steps_per_second": float, "device": str,
                    "precision": str, "num_threads": int, "final_loss": {term: float}},
       "evaluation": {"seconds": float, "random_state": int, "num_train": int, "num_test": int,
-                     "factor_vae_train": int, "factor_vae_eval": int, "factor_vae_variance": int}
-    }
+                     "factor_vae_train": int, "factor_vae_eval": int, "factor_vae_variance": int,
+                     "classifier_train": int | None, "classifier_test": int | None}
+    }                                 # classifier_*: DCI/SAP on the first n points (None: all)
 """
 
 from __future__ import annotations
