@@ -425,3 +425,25 @@ def test_the_shipped_encoder_reproduces_the_shipped_s(dataset: str) -> None:
     c = ref.record["s"]
     s = c["sign"] * (mu - c["mean"]) / c["std"]
     np.testing.assert_allclose(s, ref.s[idx], atol=1e-3)
+
+
+def test_cpu_restarts_share_one_memory_mapped_grid(tmp_path: Path) -> None:
+    """Restarts in parallel processes read one image file through the page cache instead of
+    holding a private copy each; a damaged file is written again."""
+    from perturbed_disentanglement import reference as reference_module
+
+    plan = reference_module._plan(ground_truth("dsprites"), "smoke", tmp_path, 0, None, None)
+    logged: list[str] = []
+    cpu = torch.device("cpu")
+    first = reference_module._training_images(plan, cpu, logged.append)
+    assert isinstance(first, np.memmap) and not first.flags.writeable
+    np.testing.assert_array_equal(first, plan.grid.all_images())
+    (path,) = (tmp_path / "grid").glob("images-*.npy")
+    written = path.stat().st_mtime_ns
+    again = reference_module._training_images(plan, cpu, logged.append)  # another process
+    assert path.stat().st_mtime_ns == written and len(logged) == 1 and "writing" in logged[0]
+    np.testing.assert_array_equal(again, first)
+    path.write_bytes(b"not an npy file")
+    mended = reference_module._training_images(plan, cpu, logged.append)
+    assert "not this grid's images" in logged[-1]
+    np.testing.assert_array_equal(mended, plan.grid.all_images())
