@@ -1,9 +1,9 @@
 # Two commands do all the setup on a fresh clone:
-#   make preview   render the procedural dSprites grid and write out/preview.png (the main job until
-#                  the shipped references are committed; then `make build` takes its place)
+#   make build     build ./perturbed-dsprites from the shipped reference (DATASET=shapes3d for the
+#                  other), verified: the main job, minutes
 #   make test      run the whole test suite
-# make build builds perturbed-dsprites (DATASET=shapes3d for the other); make build-smoke runs the
-# whole build on the smoke sub-grid in seconds.
+# make build-smoke runs the whole build on the smoke sub-grid in seconds; make preview renders the
+# procedural dSprites grid into out/preview.png.
 # Both create .venv on first use. torch==2.13.0 is pinned here because a CPU build of it is
 # available offline on our machines; any torch>=2.3 works for users (see pyproject.toml).
 PYTHON ?= python3

@@ -47,8 +47,8 @@ def test_cli_missing_file_is_a_clean_error(tmp_path, capsys):
     assert not (tmp_path / "p.png").exists()
 
 
-def test_main_job_runs_as_the_readme_says(tmp_path):
-    """The README's first command (`make preview`): the whole procedural grid, then the figure."""
+def test_make_preview_runs_as_the_readme_says(tmp_path):
+    """`make preview` as the README gives it: the whole procedural grid, then the figure."""
     import subprocess
     import sys
 
