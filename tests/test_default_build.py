@@ -9,38 +9,46 @@ because it is the promise the README makes.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from filelock import FileLock
 
 from builders.manifest import read_manifest
 from perturbed_disentanglement import ground_truth
 from perturbed_disentanglement.perturbation import default_strength
 from perturbed_disentanglement.reference import load_reference
 
-from .conftest import ROOT
+from .conftest import ROOT, _shared_dir
 
 EXPECTED = json.loads((ROOT / "tests" / "data" / "dsprites_default_build.json").read_text())
 ROWS = 737_280
 
 
-@pytest.fixture(scope="module")
-def default_build(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    where = tmp_path_factory.mktemp("default-build")
-    out = where / "perturbed-dsprites"
-    proc = subprocess.run(
-        [sys.executable, "-m", "generation.build", "--out", str(out)]
-        + ["--workdir", str(where / "work"), "--no-progress"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=3600,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return out, proc.stdout
+@pytest.fixture(scope="session")
+def default_build(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> tuple[Path, str]:
+    """The build once per session, whichever xdist worker asks first (the other waits)."""
+    where = _shared_dir(tmp_path_factory, worker_id) / "default-build"
+    out, done = where / "perturbed-dsprites", where / "stdout.txt"
+    with FileLock(str(where) + ".lock"):
+        if not done.exists():
+            shutil.rmtree(where, ignore_errors=True)
+            where.mkdir(parents=True)
+            proc = subprocess.run(
+                [sys.executable, "-m", "generation.build", "--out", str(out)]
+                + ["--workdir", str(where / "work"), "--no-progress"],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=3600,
+            )
+            assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+            done.write_text(proc.stdout)
+    return out, done.read_text()
 
 
 @pytest.mark.slow
