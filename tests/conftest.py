@@ -27,23 +27,30 @@ def _shared_dir(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Pat
     return base.parent if worker_id != "master" else base  # one folder per session
 
 
-@pytest.fixture(scope="session")
-def smoke_build(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> SmokeBuild:
-    """``python -m generation.build --smoke`` once per session (the first worker builds)."""
-    root = _shared_dir(tmp_path_factory, worker_id) / "smoke-build"
-    with FileLock(str(root) + ".lock"):
-        done = root / "stdout.txt"
+def build_once(where: Path, args: list[str], timeout: int) -> str:
+    """``python -m generation.build ARGS`` into WHERE once per session, whichever xdist worker
+    asks first (the others wait on the lock); returns its stdout."""
+    done = where / "stdout.txt"
+    with FileLock(str(where) + ".lock"):
         if not done.exists():
-            shutil.rmtree(root, ignore_errors=True)
-            root.mkdir(parents=True)
+            shutil.rmtree(where, ignore_errors=True)
+            where.mkdir(parents=True)
             proc = subprocess.run(
-                [sys.executable, "-m", "generation.build", "--smoke", "--no-progress"]
-                + ["--out", str(root / NAME), "--workdir", str(root / "work")],
+                [sys.executable, "-m", "generation.build", "--no-progress", *args],
                 cwd=ROOT,
                 capture_output=True,
                 text=True,
-                timeout=900,
+                timeout=timeout,
             )
-            assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+            assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-4000:]
             done.write_text(proc.stdout)
-    return SmokeBuild(root / NAME, root / "work", done.read_text())
+    return done.read_text()
+
+
+@pytest.fixture(scope="session")
+def smoke_build(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> SmokeBuild:
+    """``python -m generation.build --smoke`` once per session."""
+    root = _shared_dir(tmp_path_factory, worker_id) / "smoke-build"
+    args = ["--smoke", "--out", str(root / NAME), "--workdir", str(root / "work")]
+    stdout = build_once(root, args, timeout=900)
+    return SmokeBuild(root / NAME, root / "work", stdout)

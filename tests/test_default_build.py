@@ -9,21 +9,17 @@ because it is the promise the README makes.
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from filelock import FileLock
 
 from builders.manifest import read_manifest
 from perturbed_disentanglement import ground_truth
 from perturbed_disentanglement.perturbation import default_strength
 from perturbed_disentanglement.reference import load_reference
 
-from .conftest import ROOT, _shared_dir
+from .conftest import ROOT, _shared_dir, build_once
 
 EXPECTED = json.loads((ROOT / "tests" / "data" / "dsprites_default_build.json").read_text())
 ROWS = 737_280
@@ -31,24 +27,11 @@ ROWS = 737_280
 
 @pytest.fixture(scope="session")
 def default_build(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> tuple[Path, str]:
-    """The build once per session, whichever xdist worker asks first (the other waits)."""
+    """The build with every default, once per session."""
     where = _shared_dir(tmp_path_factory, worker_id) / "default-build"
-    out, done = where / "perturbed-dsprites", where / "stdout.txt"
-    with FileLock(str(where) + ".lock"):
-        if not done.exists():
-            shutil.rmtree(where, ignore_errors=True)
-            where.mkdir(parents=True)
-            proc = subprocess.run(
-                [sys.executable, "-m", "generation.build", "--out", str(out)]
-                + ["--workdir", str(where / "work"), "--no-progress"],
-                cwd=ROOT,
-                capture_output=True,
-                text=True,
-                timeout=3600,
-            )
-            assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-            done.write_text(proc.stdout)
-    return out, done.read_text()
+    out = where / "perturbed-dsprites"
+    stdout = build_once(where, ["--out", str(out), "--workdir", str(where / "work")], timeout=3600)
+    return out, stdout
 
 
 @pytest.mark.slow
