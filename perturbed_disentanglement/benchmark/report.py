@@ -730,9 +730,11 @@ _TABLE_TEXT = {
         "`{config}`; Δ = {config} − original, of the means; p: Welch's two-sided t-test (n/a with "
         "fewer than 2 seeds on a side or no spread on both), one test per row, not corrected "
         "for the number of rows. The paper's effect is a negative Δ in MIG and the other "
-        "disentanglement scores; active units and reconstruction show whether the model still "
-        "uses its latents and reconstructs as well. A deterministic model (the AE) has no "
-        "posterior variance, so no active-units row.",
+        "disentanglement scores; active units show whether the model still uses its latents. "
+        "Reconstruction is the Bernoulli loss in nats, as disentanglement_lib computes it: it "
+        "includes the target image's own entropy, which is 0 for binary images but hundreds of "
+        "nats for grey ones, so it compares settings within a config, not across configs. A "
+        "deterministic model (the AE) has no posterior variance, so no active-units row.",
     ),
     "noise": (
         2,
