@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import textwrap
 import warnings
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
@@ -592,11 +593,17 @@ def plot_strength(curves: Sequence[StrengthCurve], path: str | os.PathLike) -> P
         )
     )
     fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=8)
-    fig.suptitle(
+    _suptitle(
+        fig,
         "Fig. 5: MIG and active units against the regularisation strength (mean ± sd over seeds)",
-        fontsize=9,
     )
     return _write_png(fig, path)
+
+
+def _suptitle(fig: Figure, text: str) -> None:
+    """A 9-point title wrapped to the figure's width, so a one-panel figure does not cut it off."""
+    characters = max(20, int(fig.get_figwidth() * 14))  # about 14 characters an inch at 9 pt
+    fig.suptitle(textwrap.fill(text, characters), fontsize=9)
 
 
 def plot_information_levels(curves: Sequence[InformationCurve], path: str | os.PathLike) -> Path:
@@ -614,9 +621,7 @@ def plot_information_levels(curves: Sequence[InformationCurve], path: str | os.P
         ax.set_ylabel("information level 1 − E σ²")
         ax.set_ylim(-0.05, 1.05)
         ax.legend(fontsize=7)
-    fig.suptitle(
-        "Fig. 4(c): information level of the latent encoding each factor and s", fontsize=9
-    )
+    _suptitle(fig, "Fig. 4(c): information level of the latent encoding each factor and s")
     return _write_png(fig, path)
 
 
@@ -681,7 +686,7 @@ def plot_samples(
     title = "Fig. 3: the same grid points per config"
     if shown:
         title += f"; differences to original magnified ×{factor} (grey = 0)"
-    fig.suptitle(title, fontsize=9)
+    _suptitle(fig, title)
     return _write_png(fig, path)
 
 
