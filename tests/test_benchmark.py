@@ -18,6 +18,7 @@ import pytest
 from perturbed_disentanglement import __version__, ground_truth
 from perturbed_disentanglement.benchmark import evaluation as ev
 from perturbed_disentanglement.benchmark.data import (
+    dataset_of,
     factors_from_columns,
     grid_order,
     identify_dataset,
@@ -146,6 +147,10 @@ def test_load_config_reads_the_published_grid(smoke_build: SmokeBuild) -> None:
     assert original.fingerprint != perturbed.fingerprint
     with pytest.raises(InvalidArgumentError, match="cannot load config 'blurred'"):
         load_config(str(smoke_build.out), "blurred", progress=False)
+    # What a sweep plans with, from the columns alone; the same refusal.
+    assert dataset_of(str(smoke_build.out), "noise") == "dsprites"
+    with pytest.raises(InvalidArgumentError, match="cannot load config 'blurred'"):
+        dataset_of(str(smoke_build.out), "blurred")
 
 
 # --- scoring -----------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from ..errors import PerturbedDisentanglementError
+from .data import dataset_of
 from .execute import loader, run_in_process
 from .plan import (
     PRESETS,
@@ -139,17 +140,18 @@ def main(argv: list[str] | None = None) -> int:
         steps = args.steps if args.steps is not None else preset.steps
         grid = parse_grid(args.grid)
         load = loader(args.data, cache_dir=args.cache_dir, progress=not args.no_progress)
-        first = load(configs[0])  # also checks that the data can be read before anything trains
-        specs = plan_runs(models, configs, seeds, dataset=first.dataset, steps=steps, grid=grid)
+        # Reads the first config's columns (not its images): the data loads before anything trains.
+        dataset = dataset_of(args.data, configs[0], cache_dir=args.cache_dir)
+        specs = plan_runs(models, configs, seeds, dataset=dataset, steps=steps, grid=grid)
         print(
-            f"{len(specs)} run(s) on {args.data} ({first.dataset}): {', '.join(models)} × "
+            f"{len(specs)} run(s) on {args.data} ({dataset}): {', '.join(models)} × "
             f"{', '.join(configs)} × seeds {seeds} × {steps:,} steps; results in {out}"
         )
         if args.dry_run:
             for spec in specs:
                 print(f"  {spec.run_id}")
             return 0
-        open_results(out, results_identity(args.data, first.dataset))
+        open_results(out, results_identity(args.data, dataset))
         common = dict(
             preset=preset.name,
             sizes=preset.sizes,

@@ -167,6 +167,20 @@ def _load(data: str, config: str, cache_dir: Any, revision: str | None) -> Any:
         ) from exc
 
 
+def dataset_of(
+    data: str,
+    config: str = "perturbed",
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    revision: str | None = None,
+) -> str:
+    """Which dataset ``config`` of ``data`` holds, from its columns alone: what a sweep needs to
+    plan its runs, without decoding a config (3 GB for dSprites) whose runs may all be finished."""
+    if not isinstance(config, str) or not config:
+        raise InvalidArgumentError(f"config must be a config name, got {config!r}")
+    return identify_dataset(_load(data, config, cache_dir, revision).column_names)
+
+
 def numpy_columns(ds: Any, names: Sequence[str]) -> dict[str, np.ndarray]:
     """Whole columns as arrays, read in one batch: in datasets >= 4 ``ds.with_format("numpy")[c]``
     is a lazy Column that ``np.asarray`` formats row by row (~0.3 ms a row: an hour per dSprites
