@@ -153,6 +153,8 @@ def _load(data: str, config: str, cache_dir: Any, revision: str | None) -> Any:
     """``load_dataset``'s train split, its errors (no such dataset or config) made ours."""
     import datasets
 
+    if not isinstance(config, str) or not config:
+        raise InvalidArgumentError(f"config must be a config name, got {config!r}")
     try:
         return datasets.load_dataset(
             data,
@@ -176,8 +178,6 @@ def dataset_of(
 ) -> str:
     """Which dataset ``config`` of ``data`` holds, from its columns alone: what a sweep needs to
     plan its runs, without decoding a config (3 GB for dSprites) whose runs may all be finished."""
-    if not isinstance(config, str) or not config:
-        raise InvalidArgumentError(f"config must be a config name, got {config!r}")
     return identify_dataset(_load(data, config, cache_dir, revision).column_names)
 
 
@@ -217,8 +217,6 @@ def load_config(
     """
     import datasets
 
-    if not isinstance(config, str) or not config:
-        raise InvalidArgumentError(f"config must be a config name, got {config!r}")
     ds = _load(data, config, cache_dir, revision)
     dataset, factors, position = grid_of(ds)
     columns = numpy_columns(ds, ["s", "epsilon"])
