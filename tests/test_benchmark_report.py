@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from scipy import stats
 
-from perturbed_disentanglement.benchmark.records import FORMAT, FORMAT_VERSION, METRICS, run_id
+from perturbed_disentanglement.benchmark.records import (
+    FORMAT,
+    FORMAT_VERSION,
+    METRICS,
+    iter_records,
+    run_id,
+)
 from perturbed_disentanglement.benchmark.report import (
     FIG3_FILE,
     FIG4C_FILE,
@@ -24,6 +31,8 @@ from perturbed_disentanglement.benchmark.report import (
     write_report,
 )
 from perturbed_disentanglement.errors import ArtifactError, InvalidArgumentError
+
+from .conftest import ROOT
 
 FACTORS = ("shape", "scale", "orientation", "posX", "posY")
 EPSILON = {"original": 0.0, "perturbed": 0.1, "noise": 0.1, "perturbed-eps0.05": 0.05}
@@ -320,3 +329,21 @@ def test_bad_samples_are_refused(tmp_path) -> None:
     # without original, Fig. 3 shows the configs and says why there are no differences
     text = write_report(pair_records(), tmp_path, samples={"perturbed": bad["perturbed"]})
     assert "no difference rows" in text.read_text() and (tmp_path / FIG3_FILE).exists()
+
+
+def test_the_committed_cpu_results_rebuild_their_tables(tmp_path: Path) -> None:
+    """The README's `cpu` numbers come from the records committed beside their report."""
+    committed = ROOT / "docs" / "results" / "dsprites-cpu"
+    records = list(iter_records(committed))
+    assert len(records) == 9 and {r["config"] for r in records} == {
+        "original",
+        "perturbed",
+        "noise",
+    }
+    report = write_report(records, tmp_path).read_text(encoding="utf-8")
+
+    def tables(text: str) -> str:
+        return text[text.index("## Table 1") : text.index("## Fig. 3")]
+
+    assert tables(report) == tables((committed / "report.md").read_text(encoding="utf-8"))
+    assert "| β-VAE beta=8 | MIG | 0.058 ± 0.036 (3) | 0.023 ± 0.010 (3) |" in report
