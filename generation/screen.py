@@ -1,0 +1,226 @@
+"""Screen the perturbation's settings by their effect on trained models (issue 17, SPEC §3).
+
+``python -m generation.screen --dataset shapes3d --rule balanced-rotation --kappa 2 --eps 0.175
+--workdir ~/pd-runs/screen --out docs/results/shapes3d-screen`` trains one β-VAE on one config
+built in memory from the procedural grid, the shipped reference's encoding and the chosen s rule,
+and at every milestone (``--milestones``) scores MIG and the diagnostics that explain it: the
+pattern uptake, the alignment of each latent with s and the least-noise latent. One JSON record per
+milestone goes to ``--out``; checkpoints go to ``--workdir`` (keep it outside the repository), and
+a rerun resumes. Two runs at once share the grid through one memory-mapped file in the work
+directory. ``--help`` lists every option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from perturbed_disentanglement import __version__, ground_truth
+from perturbed_disentanglement.atomic import write_atomic, write_npy_atomic
+from perturbed_disentanglement.encoding import encode
+from perturbed_disentanglement.lock import exclusive
+from perturbed_disentanglement.metrics import mig
+from perturbed_disentanglement.metrics.diagnostics import (
+    pattern_uptake,
+    s_alignment,
+    s_entanglement,
+)
+from perturbed_disentanglement.perturbation import Pattern, perturb, uniform_noise
+from perturbed_disentanglement.reference import load_reference, standardise
+from perturbed_disentanglement.s_rules import S_RULES, choose_s
+from perturbed_disentanglement.training import train
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def shared_grid(gt: Any, workdir: Path) -> np.ndarray:
+    """The grid's images as a read-only memory map of one file in ``workdir`` (written once)."""
+    folder = workdir / "grid"
+    path = folder / f"{gt.name}-images.npy"
+    shape = (len(gt), *gt.image_shape)
+    with exclusive(folder, what=f"the grid file {path}", wait=True, log=log):
+        if path.exists():
+            images = np.load(path, mmap_mode="r", allow_pickle=False)
+            if images.shape == shape and images.dtype == np.uint8:
+                return images
+        log(f"writing the grid to {path}")
+        write_npy_atomic(path, gt.all_images())
+    return np.load(path, mmap_mode="r", allow_pickle=False)
+
+
+def reference_encoding(gt: Any, images: np.ndarray, workdir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The shipped reference's (mu, logvar) over the whole grid, cached in ``workdir``."""
+    folder = workdir / "reference"
+    path = folder / f"{gt.name}-encoding.npz"
+    with exclusive(folder, what=f"the reference encoding {path}", wait=True, log=log):
+        if not path.exists():
+            ref = load_reference(gt.name, gt)
+            log("encoding the grid with the shipped reference (one thread)")
+            mu, logvar = encode(ref.vae, images, num_threads=1, progress=True)
+            write_atomic(path, lambda f: np.savez(f, mu=mu, logvar=logvar))
+        data = np.load(path)
+        return data["mu"], data["logvar"]
+
+
+def training_images(
+    kind: str, images: np.ndarray, s: np.ndarray, eps: float, kappa: float, seed: int
+) -> np.ndarray:
+    if kind == "original":
+        return images
+    if kind == "perturbed":
+        return perturb(images, s, eps, Pattern(seed=seed, kappa=kappa), threads=1)
+    return uniform_noise(images, np.arange(len(images)), eps, seed, threads=1)
+
+
+def evaluate(
+    model: Any,
+    images: np.ndarray,
+    train_images: np.ndarray,
+    factors: np.ndarray,
+    s: np.ndarray,
+    *,
+    points: int,
+    uptake_points: int,
+) -> dict[str, Any]:
+    """MIG, s-alignment and uptake of ``model`` on ``points`` uniform grid samples."""
+    rng = np.random.default_rng(0)
+    idx = np.sort(rng.choice(len(images), size=points, replace=False))
+    x = np.asarray(train_images[idx])
+    mu, logvar = encode(model, x, num_threads=1)
+    m = mig(mu, factors[idx])
+    record: dict[str, Any] = {
+        "mig": m["mig"],
+        "mig_per_factor": [float(v) for v in m["mig_per_factor"]],
+        "factor_latent": [int(v) for v in np.argmax(m["mutual_information"], axis=0)],
+        "mutual_information": np.asarray(m["mutual_information"]).round(5).tolist(),
+        "s_alignment": s_alignment(mu, logvar, s[idx]),
+    }
+    u = idx[:uptake_points]
+    original = np.asarray(images[u])
+    perturbed = np.asarray(train_images[u])
+    if np.array_equal(original, perturbed):
+        record["uptake"] = None
+    else:
+        vae = model.vae
+        vae.eval()
+        with torch.inference_mode():
+            recon = torch.sigmoid(vae.decode(torch.from_numpy(mu[:uptake_points]))).numpy()
+        record["uptake"] = pattern_uptake(original, perturbed, recon.transpose(0, 2, 3, 1))
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m generation.screen",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--dataset", choices=("dsprites", "shapes3d"), default="shapes3d")
+    p.add_argument("--config", choices=("perturbed", "noise", "original"), default="perturbed")
+    p.add_argument("--rule", choices=S_RULES, default="balanced-rotation", help="the s rule")
+    p.add_argument("--kappa", type=float, default=2.0, help="pattern rows per unit of s")
+    p.add_argument("--eps", type=float, default=0.175, help="perturbation bound ε")
+    p.add_argument("--beta", type=float, default=None, help="β (default: the zoo's)")
+    p.add_argument("--seed", type=int, default=0, help="training seed")
+    p.add_argument("--build-seed", type=int, default=0, help="pattern and noise seed")
+    p.add_argument("--milestones", default="2500,5000,7500,10000", help="steps to score at")
+    p.add_argument("--points", type=int, default=10_000, help="MIG / alignment sample size")
+    p.add_argument("--uptake-points", type=int, default=1_000, help="uptake sample size")
+    p.add_argument("--workdir", type=Path, required=True, help="checkpoints and caches")
+    p.add_argument("--out", type=Path, required=True, help="folder of the JSON records")
+    a = p.parse_args(argv)
+    torch.set_num_threads(1)
+    milestones = sorted({int(v) for v in a.milestones.split(",")})
+    beta_label = "" if a.beta is None else f"-beta{a.beta:g}"
+    strength = "" if a.config == "original" else f"-eps{a.eps:g}"
+    pattern = f"-{a.rule}-k{a.kappa:g}" if a.config == "perturbed" else ""
+    name = f"{a.config}{pattern}{strength}{beta_label}-seed{a.seed}"
+    a.workdir.mkdir(parents=True, exist_ok=True)
+    a.out.mkdir(parents=True, exist_ok=True)
+
+    gt = ground_truth(a.dataset)
+    images = shared_grid(gt, a.workdir)
+    factors = gt.factors(np.arange(len(gt)))
+    mu, logvar = reference_encoding(gt, images, a.workdir)
+    choice = choose_s(a.rule, mu, logvar, factors, list(gt.factor_names))
+    mean, std = mu.astype(np.float64).mean(0), mu.astype(np.float64).std(0)
+    s, _ = standardise(choice.direction(mu, mean, std), factors)
+    entanglement = s_entanglement(s, factors, list(gt.factor_names))
+    log(f"{name}: s by {a.rule}: {choice.as_dict()}")
+    log(f"s entanglement: {entanglement['variance_fraction']}")
+    t = time.perf_counter()
+    train_images = training_images(a.config, images, s, a.eps, a.kappa, a.build_seed)
+    log(f"training images ready in {time.perf_counter() - t:.1f} s")
+    hparams = None if a.beta is None else {"beta": a.beta}
+    for step in milestones:
+        path = a.out / f"{name}-step{step}.json"
+        if path.exists():
+            continue
+        t = time.perf_counter()
+        result = train(
+            "beta_vae",
+            train_images,
+            dataset=a.dataset,
+            hparams=hparams,
+            steps=step,
+            seed=a.seed,
+            checkpoint_dir=a.workdir / "runs" / name,
+            checkpoint_every=1000,
+            keep_checkpoints=1,
+            num_threads=1,
+            progress=False,
+        )
+        train_seconds = time.perf_counter() - t
+        t = time.perf_counter()
+        record = evaluate(
+            result.objective,
+            images,
+            train_images,
+            factors,
+            s,
+            points=a.points,
+            uptake_points=a.uptake_points,
+        )
+        record.update(
+            name=name,
+            dataset=a.dataset,
+            config=a.config,
+            rule=a.rule,
+            kappa=a.kappa if a.config == "perturbed" else None,
+            epsilon=0.0 if a.config == "original" else a.eps,
+            beta=float(result.objective.hparams["beta"]),
+            seed=a.seed,
+            build_seed=a.build_seed,
+            step=step,
+            s_choice=choice.as_dict(),
+            s_entanglement=entanglement,
+            train_seconds=round(train_seconds, 1),
+            eval_seconds=round(time.perf_counter() - t, 1),
+            package_version=__version__,
+        )
+        text = json.dumps(record, indent=1).encode()
+        write_atomic(path, lambda f, text=text: f.write(text))
+        al = record["s_alignment"]
+        up = record["uptake"]
+        log(
+            f"{name} step {step}: MIG {record['mig']:.3f}, uptake "
+            f"{'-' if up is None else f'{up:.3f}'}, least-noise latent {al['least_noise']} "
+            f"(NMI with s {al['least_noise_nmi']:.2f}; best {al['best']} {al['best_nmi']:.2f})"
+        )
+        if not math.isfinite(record["mig"]):
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
