@@ -66,7 +66,7 @@ def reference_encoding(gt: Any, images: np.ndarray, workdir: Path) -> tuple[np.n
         if not path.exists():
             ref = load_reference(gt.name, gt)
             log("encoding the grid with the shipped reference (one thread)")
-            mu, logvar = encode(ref.vae, images, num_threads=1, progress=True)
+            mu, logvar = encode(ref.vae(), images, num_threads=1, progress=True)
             write_atomic(path, lambda f: np.savez(f, mu=mu, logvar=logvar))
         data = np.load(path)
         return data["mu"], data["logvar"]
