@@ -40,9 +40,9 @@ from perturbed_disentanglement.benchmark.data import load_config  # noqa: E402
 from perturbed_disentanglement.benchmark.evaluation import evaluate_representation  # noqa: E402
 from perturbed_disentanglement.benchmark.execute import loader, run_in_process  # noqa: E402
 from perturbed_disentanglement.benchmark.plan import PRESETS, plan_runs  # noqa: E402
-from perturbed_disentanglement.models import VAE  # noqa: E402
-from perturbed_disentanglement.png import decode_png_batch  # noqa: E402
-from perturbed_disentanglement.training import encode, train  # noqa: E402
+from perturbed_disentanglement.training.models import VAE  # noqa: E402
+from perturbed_disentanglement.training.single import encode, train  # noqa: E402
+from perturbed_disentanglement.util.png import decode_png_batch  # noqa: E402
 
 
 def smoke_dataset(where: Path) -> Path:

@@ -10,7 +10,7 @@ Three measurements, each a ratio of two ways in the same run (the machine may be
 
 1. **write** — the ``perturbed`` config of the first ``--rows`` grid rows, from nothing to a
    Parquet file: ours (``generation.build``'s pipeline: render a block of 1,024 rows once,
-   perturb, PNG-encode with :mod:`perturbed_disentanglement.png`, Arrow, ``ShardWriter``; on
+   perturb, PNG-encode with :mod:`perturbed_disentanglement.util.png`, Arrow, ``ShardWriter``; on
    ``--jobs`` threads) against a plain ``Dataset.from_generator`` that yields one PIL image and
    its factors per row (rendered and perturbed in the same numpy blocks, so only the per-row path
    differs: ``datasets`` encodes each PIL image with Pillow) and then ``to_parquet``. Target >= 3×.
@@ -47,16 +47,16 @@ from builders import get_builder  # noqa: E402
 from builders.base import ROW_GROUP_ROWS, ShardWriter  # noqa: E402
 from generation.build import Context, ordered_map  # noqa: E402
 from perturbed_disentanglement import ground_truth  # noqa: E402
-from perturbed_disentanglement.dataset_configs import DatasetConfig, config_images  # noqa: E402
 from perturbed_disentanglement.errors import ArtifactError  # noqa: E402
-from perturbed_disentanglement.perturbation import Pattern, default_strength  # noqa: E402
-from perturbed_disentanglement.png import (  # noqa: E402
+from perturbed_disentanglement.perturbation.configs import DatasetConfig, config_images  # noqa: E402
+from perturbed_disentanglement.perturbation.pattern import Pattern, default_strength  # noqa: E402
+from perturbed_disentanglement.reference.stage import load_reference  # noqa: E402
+from perturbed_disentanglement.util.png import (  # noqa: E402
     PngEncoder,
     decode_png,
     decode_png_batch,
     pillow_encode,
 )
-from perturbed_disentanglement.reference import load_reference  # noqa: E402
 
 ENCODERS = [
     PngEncoder(f, level, strategy)

@@ -34,7 +34,7 @@ def _rss_bytes() -> int:
 def _child_render(npz: str) -> dict:
     import numpy as np
 
-    from perturbed_disentanglement.dsprites import ProceduralDSprites
+    from perturbed_disentanglement.ground_truth.dsprites import ProceduralDSprites
 
     gt = ProceduralDSprites()
     gt.images(np.arange(64))  # warm up imports and tables

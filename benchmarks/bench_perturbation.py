@@ -80,7 +80,7 @@ def _child(dataset: str, smoke: bool) -> dict:
     import numpy as np
 
     from perturbed_disentanglement import ground_truth
-    from perturbed_disentanglement.perturbation import Pattern, perturb, uniform_noise
+    from perturbed_disentanglement.perturbation.pattern import Pattern, perturb, uniform_noise
 
     gt = ground_truth(dataset)
     gt.images(np.arange(8))  # warm up imports and tables

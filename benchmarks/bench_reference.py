@@ -19,10 +19,10 @@ import numpy as np
 import torch
 
 from perturbed_disentanglement import ground_truth
-from perturbed_disentanglement.batches import BatchStream, images_to_input
 from perturbed_disentanglement.metrics import encode_indices
-from perturbed_disentanglement.training import encode, make_optimizers, train, training_step
-from perturbed_disentanglement.zoo import build_objective, hyperparameters
+from perturbed_disentanglement.training.batches import BatchStream, images_to_input
+from perturbed_disentanglement.training.single import encode, make_optimizers, train, training_step
+from perturbed_disentanglement.training.zoo import build_objective, hyperparameters
 
 
 def main() -> None:

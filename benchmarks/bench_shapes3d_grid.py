@@ -30,7 +30,7 @@ import time
 CHILD_PROCEDURAL = r"""
 import json, resource, sys, time
 import numpy as np
-from perturbed_disentanglement.shapes3d import ProceduralShapes3D
+from perturbed_disentanglement.ground_truth.shapes3d import ProceduralShapes3D
 k, npz = int(sys.argv[1]), sys.argv[2]
 t0 = time.perf_counter()
 g = ProceduralShapes3D()

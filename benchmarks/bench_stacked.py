@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from perturbed_disentanglement import training
-from perturbed_disentanglement.stacked import Run, train_stacked
+from perturbed_disentanglement.training import single as training
+from perturbed_disentanglement.training.stacked import Run, train_stacked
 
 # Hyperparameters that differ between the K runs (a stack of one grid's configurations).
 GRID = {

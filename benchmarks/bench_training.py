@@ -27,8 +27,8 @@ import time
 import numpy as np
 import torch
 
-from perturbed_disentanglement.batches import BatchStream, images_to_input
-from perturbed_disentanglement.training import (
+from perturbed_disentanglement.training.batches import BatchStream, images_to_input
+from perturbed_disentanglement.training.single import (
     encode,
     make_optimizers,
     network_autocast,
@@ -36,7 +36,7 @@ from perturbed_disentanglement.training import (
     resolve_precision,
     train,
 )
-from perturbed_disentanglement.zoo import build_objective, hyperparameters
+from perturbed_disentanglement.training.zoo import build_objective, hyperparameters
 
 DSPRITES_GRID = 737_280
 

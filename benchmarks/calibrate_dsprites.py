@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.path import Path as MplPath
 
-from perturbed_disentanglement import dsprites as ds
+from perturbed_disentanglement.ground_truth import dsprites as ds
 
 DEFAULT_FRAMES = "/work/shared/calibration/dsprites_frames_origin.npz"
 

@@ -21,7 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from perturbed_disentanglement.shapes3d import (  # noqa: E402
+from perturbed_disentanglement.ground_truth.shapes3d import (  # noqa: E402
     FACTOR_SIZES,
     HUES,
     NUM_VIEWS,

@@ -42,8 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_stacked import compare, describe, make_runs, sync, synthetic_images  # noqa: E402
 
-from perturbed_disentanglement import training  # noqa: E402
-from perturbed_disentanglement.stacked import encode_stacked, train_stacked  # noqa: E402
+from perturbed_disentanglement.training import single as training  # noqa: E402
+from perturbed_disentanglement.training.stacked import encode_stacked, train_stacked  # noqa: E402
 
 DSPRITES_GRID = 737_280
 
@@ -94,7 +94,7 @@ def perturbed_initial_weights(relative: float = 1e-7) -> Iterator[None]:
 def equivalence(cfg: dict[str, Any]) -> dict[str, Any]:
     """Stacked vs alone, next to alone vs alone from 1-ulp-perturbed weights (the noise floor:
     how much this run amplifies rounding at all; a stacked mismatch near it is rounding)."""
-    from perturbed_disentanglement.zoo import build_objective
+    from perturbed_disentanglement.training.zoo import build_objective
 
     images = synthetic_images(cfg["source"], seed=1)
     runs = make_runs("factor_vae", 3, images)
@@ -204,7 +204,7 @@ def precision(cfg: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def encoding(cfg: dict[str, Any]) -> list[dict[str, Any]]:
-    from perturbed_disentanglement.zoo import build_objective
+    from perturbed_disentanglement.training.zoo import build_objective
 
     n = cfg["grid"]
     # 4,096 distinct random images tiled to the grid's size (content does not change the cost)

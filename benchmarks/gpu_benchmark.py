@@ -9,7 +9,7 @@ so ``python -m perturbed_disentanglement.benchmark --report-only --out DIR`` rea
 Steps and their share of the default 480 s budget (``--budget``; the shell caps the wall time):
 
 1. preflight (seconds): the modules it needs, the GPU, and the shipped dSprites reference that the
-   full build reads (``perturbed_disentanglement/references/dsprites/``); a clear message if not.
+   full build reads (``perturbed_disentanglement/reference/shipped/dsprites/``); a clear message if not.
 2. build (~1 min expected; measured and printed): ``python -m generation.build --dataset dsprites``
    (``--smoke``: ``generation.build --smoke``, which retrains a tiny reference; ``--data DIR``
    skips the build and reads an existing one). Verification is skipped (``--verify-build``).
@@ -93,7 +93,7 @@ WHEELS_HINT = (
 )
 REFERENCE_HINT = (
     "The full build reads the shipped dSprites reference (reference.json, s.npy, "
-    "model.safetensors in perturbed_disentanglement/references/dsprites/), which this checkout "
+    "model.safetensors in perturbed_disentanglement/reference/shipped/dsprites/), which this checkout "
     "does not hold yet (it is being trained: `python -m generation.reference --dataset "
     "dsprites`). Add it to the checkout (committed or untracked, it travels with the working "
     "tree), or pass --data DIR of an existing full build, or use --smoke."
@@ -384,7 +384,7 @@ def preflight(args: argparse.Namespace, mode: Mode, clock: Clock, summary: Summa
     summary.data["environment"] = env
     clock.log(f"environment: {json.dumps(env)}")
     if not args.data and not args.smoke:
-        from perturbed_disentanglement.reference import RECORD_FILE, SHIPPED_DIR
+        from perturbed_disentanglement.reference.stage import RECORD_FILE, SHIPPED_DIR
 
         if not (SHIPPED_DIR / "dsprites" / RECORD_FILE).is_file():
             raise SetupError(REFERENCE_HINT)
@@ -457,8 +457,8 @@ def gpu_part(
         sample_codes,
     )
     from perturbed_disentanglement.benchmark.execute import reconstruction_metric
-    from perturbed_disentanglement.training import encode as encode_images
-    from perturbed_disentanglement.zoo import model_spec
+    from perturbed_disentanglement.training.single import encode as encode_images
+    from perturbed_disentanglement.training.zoo import model_spec
 
     vae = result.objective.vae.eval()
     gt, sizes = data.ground_truth, mode.sizes
@@ -480,7 +480,7 @@ def gpu_part(
 def make_runs(model: str, loaded: dict[str, Any], seeds: Sequence[int], ckpt: Path) -> list[Any]:
     """One stacked run per (seed, config), in the harness's plan order; the 5 seeds of a config
     share one image array (held once on the device)."""
-    from perturbed_disentanglement.stacked import Run
+    from perturbed_disentanglement.training.stacked import Run
 
     dataset = next(iter(loaded.values())).dataset
     arrays = {c: d.ground_truth.all_images() for c, d in loaded.items()}
@@ -510,7 +510,7 @@ def train(
     """Warm up, choose the steps that fit, train on from the warm-up's checkpoints."""
     import torch
 
-    from perturbed_disentanglement.stacked import train_stacked
+    from perturbed_disentanglement.training.stacked import train_stacked
 
     k, batch = len(runs), 64
     syncs: list[tuple[int, float]] = []
@@ -657,9 +657,9 @@ def evaluate_all(
     clock: Clock,
 ) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """Score every run (GPU part here, fits in the pool) and write its record."""
-    from perturbed_disentanglement.atomic import write_json_atomic
     from perturbed_disentanglement.benchmark.evaluation import METRIC_ORDER
     from perturbed_disentanglement.benchmark.records import run_dir, write_record
+    from perturbed_disentanglement.util.atomic import write_json_atomic
 
     pending: list[tuple[Any, Any, dict[str, Any], float, Future]] = []
     failed: dict[str, str] = {}

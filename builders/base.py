@@ -27,12 +27,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from perturbed_disentanglement.atomic import FILE_MODE, fsync_dir
-from perturbed_disentanglement.dataset_configs import DEFAULT_CONFIG, KINDS, DatasetConfig
 from perturbed_disentanglement.errors import DataFormatError
-from perturbed_disentanglement.files import sha256_of
 from perturbed_disentanglement.ground_truth import Factor, GroundTruth
-from perturbed_disentanglement.png import PngEncoder
+from perturbed_disentanglement.ground_truth.official_files import sha256_of
+from perturbed_disentanglement.perturbation.configs import DEFAULT_CONFIG, KINDS, DatasetConfig
+from perturbed_disentanglement.util.atomic import FILE_MODE, fsync_dir
+from perturbed_disentanglement.util.png import PngEncoder
 
 #: Rows per Parquet row group and per unit of work of the build (1–10 MB of PNGs).
 ROW_GROUP_ROWS = 1024

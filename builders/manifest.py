@@ -19,8 +19,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from perturbed_disentanglement.atomic import write_json_atomic
 from perturbed_disentanglement.errors import ArtifactError
+from perturbed_disentanglement.util.atomic import write_json_atomic
 
 MANIFEST_FILE = "manifest.json"
 CARD_FILE = "README.md"

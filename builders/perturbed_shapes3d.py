@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import datasets
 
-from perturbed_disentanglement.png import PngEncoder
-from perturbed_disentanglement.shapes3d import FACTORS
+from perturbed_disentanglement.ground_truth.shapes3d import FACTORS
+from perturbed_disentanglement.util.png import PngEncoder
 
 from .base import PerturbedBuilder, class_labels, value_columns
 from .citations import LICENSE, PAPER, SHAPES3D

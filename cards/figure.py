@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from perturbed_disentanglement.png import PngEncoder
+from perturbed_disentanglement.util.png import PngEncoder
 
 GAIN = 20  # the differences are shown 20× larger, around mid-grey
 SCALE = 3  # each 64×64 image is drawn 192×192 (nearest neighbour)

@@ -62,18 +62,17 @@ from builders.manifest import (
     write_state,
 )
 from perturbed_disentanglement import __version__, ground_truth
-from perturbed_disentanglement.atomic import write_bytes_atomic, write_json_atomic, write_npy_atomic
-from perturbed_disentanglement.dataset_configs import (
+from perturbed_disentanglement.errors import ArtifactError, PerturbedDisentanglementError
+from perturbed_disentanglement.ground_truth import GroundTruth, sha256_of
+from perturbed_disentanglement.ground_truth.subgrid import SubGrid
+from perturbed_disentanglement.perturbation.configs import (
     DEFAULT_CONFIG,
     KINDS,
     DatasetConfig,
     config_images,
     plan_configs,
 )
-from perturbed_disentanglement.errors import ArtifactError, PerturbedDisentanglementError
-from perturbed_disentanglement.ground_truth import GroundTruth, sha256_of
-from perturbed_disentanglement.ordered_map import ordered_map
-from perturbed_disentanglement.perturbation import (
+from perturbed_disentanglement.perturbation.pattern import (
     MAX_SEED,
     Pattern,
     check_epsilon,
@@ -81,7 +80,7 @@ from perturbed_disentanglement.perturbation import (
     default_strength,
     max_step,
 )
-from perturbed_disentanglement.reference import (
+from perturbed_disentanglement.reference.stage import (
     PRESETS,
     RECORD_FILE,
     SHIPPED_DIR,
@@ -92,14 +91,19 @@ from perturbed_disentanglement.reference import (
     run_reference,
     s_sha256,
 )
-from perturbed_disentanglement.subgrid import SubGrid
+from perturbed_disentanglement.util.atomic import (
+    write_bytes_atomic,
+    write_json_atomic,
+    write_npy_atomic,
+)
+from perturbed_disentanglement.util.ordered_map import ordered_map
 
 BUILD_FORMAT = 1  # bump when the bytes a shard holds change for the same inputs
 SAMPLE_ROWS = 256  # rows encoded to plan each config's shard size
 FIGURE_ROWS = 4
 WORKDIR_MARKER = ".perturbed-disentanglement-workdir.json"
 #: temporary files of the package's atomic writes at the build's own paths: ``.<target>.XXXX.tmp``
-#: (perturbed_disentanglement.atomic, builders.base.ShardWriter; XXXX is mkstemp's random part)
+#: (perturbed_disentanglement.util.atomic, builders.base.ShardWriter; XXXX is mkstemp's random part)
 #: for the targets a build writes (card, manifest, figure, shards); nothing else is a temp file
 _TEMP = re.compile(
     r"^(?P<dir>(?:[^/]+/)*)\.(?P<name>README\.md|manifest\.json|samples\.png"
@@ -901,7 +905,7 @@ def _manifest(
         "noise": {
             "seed": opts.seed,
             "definition": "x + U[-eps, eps] per pixel and channel, keyed by (seed, grid index); "
-            "see perturbed_disentanglement.perturbation",
+            "see perturbed_disentanglement.perturbation.pattern",
         },
         "quantisation": "every change rounded toward the original byte: |stored - original| <= "
         "floor(255 * epsilon) exactly",
@@ -934,7 +938,7 @@ def parse_args(argv: list[str] | None = None) -> BuildOptions:
         ),
         epilog=(
             "The default build uses the reference shipped with the package and the measured "
-            "(kappa, epsilon) of perturbed_disentanglement.perturbation.DEFAULT_STRENGTH. Rerun "
+            "(kappa, epsilon) of perturbed_disentanglement.perturbation.pattern.DEFAULT_STRENGTH. Rerun "
             "the same command to resume an interrupted build; load the result with "
             "datasets.load_dataset(OUT)."
         ),

@@ -6,7 +6,7 @@ Writes ``docs/fig4_<dataset>.json`` (every measured point, both variants, the ch
 settings) and ``docs/fig4_<dataset>.png`` (the paper's Fig. 4a/4b at the chosen κ, and the local
 and global dominance of s for every κ), and prints the table behind the choice. The choice is
 made on the ``isolated`` variant (paper §5.2); ``as_built`` uses the reference's s and is shown
-beside it. See :mod:`perturbed_disentanglement.strength` for the definitions.
+beside it. See :mod:`perturbed_disentanglement.reference.strength` for the definitions.
 """
 
 from __future__ import annotations
@@ -20,10 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from perturbed_disentanglement import __version__, ground_truth
-from perturbed_disentanglement.atomic import write_bytes_atomic, write_json_atomic
 from perturbed_disentanglement.errors import PerturbedDisentanglementError
-from perturbed_disentanglement.reference import load_reference
-from perturbed_disentanglement.strength import (
+from perturbed_disentanglement.reference.stage import load_reference
+from perturbed_disentanglement.reference.strength import (
     EPSILONS,
     KAPPAS,
     S_NAME,
@@ -32,6 +31,7 @@ from perturbed_disentanglement.strength import (
     draw_pairs,
     sweep,
 )
+from perturbed_disentanglement.util.atomic import write_bytes_atomic, write_json_atomic
 
 
 def _floats(text: str) -> list[float]:

@@ -7,7 +7,16 @@ checkpoints over hours); rerunning the same command resumes an interrupted run. 
 restart R, so the restarts can share the cores (or machines on a shared filesystem) in separate
 processes; the run without ``--restart`` then waits for them and finishes. The artifact is
 written atomically to ``--out``; the shipped references are ``--out
-perturbed_disentanglement/references/<dataset>`` with the ``cpu`` preset.
+perturbed_disentanglement/reference/shipped/<dataset>`` with the ``cpu`` preset.
+
+``--s-rule`` picks how s is read off the chosen restart (``paper``: its least-noise latent;
+``entangled-latent``, ``balanced-rotation``: entangled by construction, see
+``perturbed_disentanglement/reference/s_rules.py``). ``--from-reference PATH`` re-applies a rule to
+an existing artifact without training (minutes: the grid is encoded once):
+
+    python -m generation.reference --dataset shapes3d --from-reference shapes3d \
+        --s-rule balanced-rotation --out perturbed_disentanglement/reference/shipped/shapes3d \
+        --overwrite --workdir ~/pd-runs/shapes3d
 """
 
 from __future__ import annotations
@@ -20,7 +29,14 @@ from typing import Any
 
 from perturbed_disentanglement import ground_truth
 from perturbed_disentanglement.errors import PerturbedDisentanglementError
-from perturbed_disentanglement.reference import PRESETS, run_reference, train_restart
+from perturbed_disentanglement.reference.s_rules import DEFAULT_S_RULE, S_RULES
+from perturbed_disentanglement.reference.stage import (
+    PRESETS,
+    Reference,
+    load_reference,
+    run_reference,
+    train_restart,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -34,8 +50,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=(
             "Train R restarts of a β-VAE (one latent per factor) on a ground truth, score each "
             "(MIG, active units, posterior variances), keep the one with the LOWEST MIG (the most "
-            "entangled, paper §4.1) and write its leading component s = μ_j, j = argmin E σ², "
-            "standardised over the grid, with the model and a JSON record."
+            "entangled, paper §4.1) and write s, a direction in its latents chosen by --s-rule "
+            "(the paper's: μ_j, j = argmin E σ²), standardised over the grid, with the model "
+            "and a JSON record that says how entangled s is."
         ),
         epilog=f"Presets — {presets}.",
     )
@@ -54,6 +71,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="R",
         help="train and score only restart R (0-based), in parallel with the full run; "
         "writes no artifact",
+    )
+    parser.add_argument(
+        "--s-rule",
+        default=DEFAULT_S_RULE,
+        choices=S_RULES,
+        help="how s is read off the chosen restart (paper: its least-noise latent)",
+    )
+    parser.add_argument(
+        "--from-reference",
+        metavar="PATH",
+        default=None,
+        help="re-apply --s-rule to this artifact (or 'dsprites'/'shapes3d': the shipped one) "
+        "instead of training",
     )
     parser.add_argument("--workdir", required=True, help="checkpoints and caches (resumable)")
     parser.add_argument("--out", default=None, help="artifact folder (default: WORKDIR/reference)")
@@ -79,6 +109,22 @@ def _protocol(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _entanglement_line(reference: Reference) -> str:
+    e = reference.entanglement
+    shares = ", ".join(
+        f"{k} {v:.2f}"
+        for k, v in sorted(e["variance_fraction"].items(), key=lambda kv: -kv[1])
+        if v >= 0.01
+    )
+    verdict = (
+        f"WARNING: dominated by {e['dominant']} (> {e['threshold']}): a pattern keyed to one "
+        "factor entangles nothing"
+        if e["dominated"]
+        else "no factor dominates"
+    )
+    return f"s's variance explained by each factor: {shares}; {verdict}"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.restart is not None:
@@ -89,7 +135,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     t0 = time.perf_counter()
     try:
-        reference = run_reference(ground_truth(args.dataset, args.source), **_protocol(args))
+        gt = ground_truth(args.dataset, args.source)
+        if args.from_reference:
+            reference = load_reference(args.from_reference, gt).with_rule(
+                args.s_rule, gt, num_threads=args.threads, progress=not args.no_progress
+            )
+        else:
+            reference = run_reference(gt, s_rule=args.s_rule, **_protocol(args))
         reference.save(out, overwrite=args.overwrite)
     except (PerturbedDisentanglementError, OSError) as exc:  # OSError: a missing --source
         print(f"error: {exc}", file=sys.stderr)
@@ -105,10 +157,12 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{e['restart']:>7} {e['seed']:>6} {e['mig']:>7.4f} {e['active_units']:>6}  {variances}{mark}"
         )
+    rule = reference.rule
     print(
-        f"s = latent {reference.latent} (least noise over the grid), sign follows "
+        f"s by rule {rule['rule']!r}: latents {rule['latents']}, sign follows "
         f"{record['s']['sign_factor']}; sha256 {record['s']['sha256'][:16]}…"
     )
+    print(_entanglement_line(reference))
     return 0
 
 

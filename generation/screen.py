@@ -24,19 +24,19 @@ import numpy as np
 import torch
 
 from perturbed_disentanglement import __version__, ground_truth
-from perturbed_disentanglement.atomic import write_atomic, write_npy_atomic
-from perturbed_disentanglement.encoding import encode
-from perturbed_disentanglement.lock import exclusive
 from perturbed_disentanglement.metrics import mig
 from perturbed_disentanglement.metrics.diagnostics import (
     pattern_uptake,
     s_alignment,
     s_entanglement,
 )
-from perturbed_disentanglement.perturbation import Pattern, perturb, uniform_noise
-from perturbed_disentanglement.reference import load_reference, standardise
-from perturbed_disentanglement.s_rules import S_RULES, choose_s
-from perturbed_disentanglement.training import train
+from perturbed_disentanglement.perturbation.pattern import Pattern, perturb, uniform_noise
+from perturbed_disentanglement.reference.s_rules import S_RULES, choose_s
+from perturbed_disentanglement.reference.stage import load_reference, standardise
+from perturbed_disentanglement.training.encoding import encode
+from perturbed_disentanglement.training.single import train
+from perturbed_disentanglement.util.atomic import write_atomic, write_npy_atomic
+from perturbed_disentanglement.util.lock import exclusive
 
 
 def log(msg: str) -> None:
@@ -153,8 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     factors = gt.factors(np.arange(len(gt)))
     mu, logvar = reference_encoding(gt, images, a.workdir)
     choice = choose_s(a.rule, mu, logvar, factors, list(gt.factor_names))
-    mean, std = mu.astype(np.float64).mean(0), mu.astype(np.float64).std(0)
-    s, _ = standardise(choice.direction(mu, mean, std), factors)
+    s, _ = standardise(choice.direction(mu), factors)
     entanglement = s_entanglement(s, factors, list(gt.factor_names))
     log(f"{name}: s by {a.rule}: {choice.as_dict()}")
     log(f"s entanglement: {entanglement['variance_fraction']}")

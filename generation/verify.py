@@ -44,14 +44,14 @@ from builders.manifest import (
     write_state,
 )
 from perturbed_disentanglement import ground_truth
-from perturbed_disentanglement.dataset_configs import DatasetConfig, config_images
 from perturbed_disentanglement.errors import DataFormatError, PerturbedDisentanglementError
-from perturbed_disentanglement.files import sha256_of
-from perturbed_disentanglement.ordered_map import ordered_map
-from perturbed_disentanglement.perturbation import Pattern
-from perturbed_disentanglement.png import decode_png, decode_png_batch
-from perturbed_disentanglement.reference import grid_identity, load_reference, s_sha256
-from perturbed_disentanglement.subgrid import SubGrid
+from perturbed_disentanglement.ground_truth.official_files import sha256_of
+from perturbed_disentanglement.ground_truth.subgrid import SubGrid
+from perturbed_disentanglement.perturbation.configs import DatasetConfig, config_images
+from perturbed_disentanglement.perturbation.pattern import Pattern
+from perturbed_disentanglement.reference.stage import grid_identity, load_reference, s_sha256
+from perturbed_disentanglement.util.ordered_map import ordered_map
+from perturbed_disentanglement.util.png import decode_png, decode_png_batch
 
 MAX_PER_CHECK = 10  # problems listed per (config, check); the rest are counted
 _MANIFEST_SHA = re.compile(r"<!-- manifest-sha256: ([0-9a-f]{64}) -->")

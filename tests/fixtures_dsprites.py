@@ -14,7 +14,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from perturbed_disentanglement import dsprites as ds
+from perturbed_disentanglement.ground_truth import dsprites as ds
 
 SUBSET = {"scale": [0, 5], "orientation": [0, 13], "posX": [0, 31], "posY": [3, 17]}
 

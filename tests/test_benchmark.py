@@ -49,9 +49,9 @@ from perturbed_disentanglement.errors import (
     DataFormatError,
     InvalidArgumentError,
 )
-from perturbed_disentanglement.grid import ArrayGroundTruth, Factor
-from perturbed_disentanglement.perturbation import default_strength, max_step
-from perturbed_disentanglement.reference import preset_ground_truth
+from perturbed_disentanglement.ground_truth.grid import ArrayGroundTruth, Factor
+from perturbed_disentanglement.perturbation.pattern import default_strength, max_step
+from perturbed_disentanglement.reference.stage import preset_ground_truth
 
 from .conftest import ROOT, SmokeBuild
 

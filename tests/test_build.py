@@ -25,9 +25,9 @@ from generation import build as build_module
 from generation.build import BuildError, BuildOptions, build, main, resolve_options
 from perturbed_disentanglement import ground_truth
 from perturbed_disentanglement.errors import InvalidArgumentError
-from perturbed_disentanglement.files import sha256_of
-from perturbed_disentanglement.perturbation import default_strength, max_step
-from perturbed_disentanglement.reference import preset_ground_truth
+from perturbed_disentanglement.ground_truth.official_files import sha256_of
+from perturbed_disentanglement.perturbation.pattern import default_strength, max_step
+from perturbed_disentanglement.reference.stage import preset_ground_truth
 
 from .conftest import NAME, ROOT, SmokeBuild
 
@@ -73,7 +73,7 @@ def test_smoke_build_cli_summary_and_layout(smoke_build: SmokeBuild) -> None:
     assert manifest["reference"]["source"] == "retrained"
     assert manifest["reference"]["protocol"]["preset"] == "smoke"
     assert len(manifest["reference"]["restarts"]) == 2
-    assert manifest["png"]["perturbed"]["encoder"] == "perturbed_disentanglement.png"
+    assert manifest["png"]["perturbed"]["encoder"] == "perturbed_disentanglement.util.png"
     for config in manifest["configs"].values():
         for shard in config["shards"]:
             assert sha256_of(smoke_build.out / shard["path"]) == shard["sha256"]
@@ -281,7 +281,7 @@ def test_the_default_build_without_a_shipped_reference_says_what_to_do(
     tmp_path, capsys, monkeypatch
 ) -> None:
     """An installation without the artifact (or a dataset not shipped yet) gets the ways out."""
-    from perturbed_disentanglement import reference
+    from perturbed_disentanglement.reference import stage as reference
 
     for module in (reference, build_module):
         monkeypatch.setattr(module, "SHIPPED_DIR", tmp_path / "references")

@@ -15,15 +15,15 @@ from builders import BUILDERS, get_builder
 from builders.base import ShardWriter, plan_rows_per_shard, shard_path
 from cards import comparison_figure, difference_image
 from perturbed_disentanglement import ground_truth
-from perturbed_disentanglement.dataset_configs import (
+from perturbed_disentanglement.errors import DataFormatError, InvalidArgumentError
+from perturbed_disentanglement.perturbation.configs import (
     DatasetConfig,
     config_images,
     epsilon_label,
     plan_configs,
 )
-from perturbed_disentanglement.errors import DataFormatError, InvalidArgumentError
-from perturbed_disentanglement.perturbation import Pattern, perturb, uniform_noise
-from perturbed_disentanglement.png import (
+from perturbed_disentanglement.perturbation.pattern import Pattern, perturb, uniform_noise
+from perturbed_disentanglement.util.png import (
     FILTERS,
     STRATEGIES,
     PngEncoder,
@@ -60,7 +60,7 @@ def test_png_bytes_are_deterministic_and_plain() -> None:
         assert blob.startswith(b"\x89PNG\r\n\x1a\n") and blob.endswith(b"IEND\xaeB`\x82")
         assert b"tIME" not in blob and b"tEXt" not in blob and blob.count(b"IDAT") == 1
     settings = PngEncoder().to_dict()
-    assert settings["encoder"] == "perturbed_disentanglement.png"
+    assert settings["encoder"] == "perturbed_disentanglement.util.png"
     assert settings["zlib_version"] == zlib.ZLIB_RUNTIME_VERSION
     np.testing.assert_array_equal(decode_png(pillow_encode(images[:1])[0]), images[0])
 
@@ -227,7 +227,7 @@ def test_figure_shows_five_columns_and_is_deterministic() -> None:
 
 @pytest.mark.parametrize("channels", [1, 3])
 def test_the_verifiers_batch_decoder_equals_pillow_and_rejects_corruption(channels) -> None:
-    from perturbed_disentanglement.png import decode_png_batch
+    from perturbed_disentanglement.util.png import decode_png_batch
 
     rng = np.random.default_rng(7)
     images = rng.integers(0, 256, (6, 64, 64, channels), dtype=np.uint8)

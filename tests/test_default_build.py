@@ -16,8 +16,8 @@ import pytest
 
 from builders.manifest import read_manifest
 from perturbed_disentanglement import ground_truth
-from perturbed_disentanglement.perturbation import default_strength
-from perturbed_disentanglement.reference import load_reference
+from perturbed_disentanglement.perturbation.pattern import default_strength
+from perturbed_disentanglement.reference.stage import load_reference
 
 from .conftest import ROOT, _shared_dir, build_once
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from perturbed_disentanglement import dsprites as ds
 from perturbed_disentanglement.errors import ChecksumError, DataFormatError, InvalidArgumentError
+from perturbed_disentanglement.ground_truth import dsprites as ds
 from perturbed_disentanglement.ground_truth import ground_truth
 
 from . import fixtures_dsprites as fx

@@ -87,11 +87,11 @@ def test_missing_packages_are_named_with_how_to_carry_wheels(
 def test_full_run_without_the_shipped_reference_says_so(
     gb: ModuleType, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    import perturbed_disentanglement.reference as reference
+    import perturbed_disentanglement.reference.stage as reference
 
     monkeypatch.setattr(reference, "SHIPPED_DIR", tmp_path / "references")
     args = gb.parse_args(["--device", "cpu"])
-    with pytest.raises(gb.SetupError, match=r"references/dsprites.*--data DIR.*--smoke"):
+    with pytest.raises(gb.SetupError, match=r"reference/shipped/dsprites.*--data DIR.*--smoke"):
         gb.preflight(args, gb.resolve_mode(args), gb.Clock(10), gb.Summary(tmp_path / "s.json"))
 
 

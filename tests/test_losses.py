@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from perturbed_disentanglement import losses
-from perturbed_disentanglement.zoo import MODELS, build_objective, hyperparameters
+from perturbed_disentanglement.training import losses
+from perturbed_disentanglement.training.zoo import MODELS, build_objective, hyperparameters
 
 
 def _t(values) -> torch.Tensor:

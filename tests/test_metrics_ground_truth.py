@@ -40,7 +40,7 @@ from perturbed_disentanglement.metrics.factor_vae_score import (
 from perturbed_disentanglement.metrics.fig4 import default_s_delta, fig4_quantities
 from perturbed_disentanglement.metrics.grid_scan import iter_lines, line_indices
 from perturbed_disentanglement.metrics.sampling import encode_grid, encode_images, sample_codes
-from perturbed_disentanglement.perturbed_view import PerturbedView
+from perturbed_disentanglement.perturbation.view import PerturbedView
 
 SIZES = (3, 4, 2)
 

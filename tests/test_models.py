@@ -7,8 +7,13 @@ import torch
 from torch import nn
 
 from perturbed_disentanglement.errors import InvalidArgumentError
-from perturbed_disentanglement.models import VAE, Discriminator
-from perturbed_disentanglement.zoo import MODELS, Objective, build_objective, hyperparameters
+from perturbed_disentanglement.training.models import VAE, Discriminator
+from perturbed_disentanglement.training.zoo import (
+    MODELS,
+    Objective,
+    build_objective,
+    hyperparameters,
+)
 
 
 @pytest.mark.parametrize("channels", [1, 3])

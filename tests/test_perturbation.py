@@ -15,10 +15,10 @@ import pickle
 import numpy as np
 import pytest
 
-from perturbed_disentanglement import perturbation as pm
 from perturbed_disentanglement.errors import DataFormatError, InvalidArgumentError
 from perturbed_disentanglement.ground_truth import ArrayGroundTruth, Factor
-from perturbed_disentanglement.perturbation import (
+from perturbed_disentanglement.perturbation import pattern as pm
+from perturbed_disentanglement.perturbation.pattern import (
     Pattern,
     max_step,
     noise_perturbation,
@@ -27,7 +27,7 @@ from perturbed_disentanglement.perturbation import (
     perturb,
     uniform_noise,
 )
-from perturbed_disentanglement.perturbed_view import PerturbedView
+from perturbed_disentanglement.perturbation.view import PerturbedView
 
 KAPPA = 32.0
 EPSILONS = (0.1, 0.0123, 0.5, 3 / 255, 0.2, 0.003)  # 0.003: below one level, d = 0

@@ -15,12 +15,10 @@ import pytest
 import torch
 
 from perturbed_disentanglement import ground_truth
-from perturbed_disentanglement.atomic import DIR_MODE, FILE_MODE
-from perturbed_disentanglement.encoding import encode
 from perturbed_disentanglement.errors import ArtifactError, InvalidArgumentError
 from perturbed_disentanglement.ground_truth import ArrayGroundTruth
-from perturbed_disentanglement.lock import LOCK_FILE, BusyError, exclusive
-from perturbed_disentanglement.reference import (
+from perturbed_disentanglement.ground_truth.subgrid import SubGrid
+from perturbed_disentanglement.reference.stage import (
     PRESETS,
     SHIPPED_DIR,
     Reference,
@@ -35,7 +33,9 @@ from perturbed_disentanglement.reference import (
     standardise,
     train_restart,
 )
-from perturbed_disentanglement.subgrid import SubGrid
+from perturbed_disentanglement.training.encoding import encode
+from perturbed_disentanglement.util.atomic import DIR_MODE, FILE_MODE
+from perturbed_disentanglement.util.lock import LOCK_FILE, BusyError, exclusive
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -430,7 +430,7 @@ def test_the_shipped_encoder_reproduces_the_shipped_s(dataset: str) -> None:
 def test_cpu_restarts_share_one_memory_mapped_grid(tmp_path: Path) -> None:
     """Restarts in parallel processes read one image file through the page cache instead of
     holding a private copy each; a damaged file is written again."""
-    from perturbed_disentanglement import reference as reference_module
+    from perturbed_disentanglement.reference import stage as reference_module
 
     plan = reference_module._plan(ground_truth("dsprites"), "smoke", tmp_path, 0, None, None)
     logged: list[str] = []

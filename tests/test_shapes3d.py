@@ -19,7 +19,7 @@ import pytest
 
 from perturbed_disentanglement.errors import ChecksumError, DataFormatError, InvalidArgumentError
 from perturbed_disentanglement.ground_truth import ground_truth
-from perturbed_disentanglement.shapes3d import (
+from perturbed_disentanglement.ground_truth.shapes3d import (
     FACTOR_SIZES,
     HUES,
     NUM_IMAGES,

@@ -15,15 +15,15 @@ import numpy as np
 import pytest
 import torch
 
-from perturbed_disentanglement import training
 from perturbed_disentanglement.errors import (
     CheckpointError,
     DataFormatError,
     InvalidArgumentError,
     TrainingDivergedError,
 )
-from perturbed_disentanglement.history import LossHistory
-from perturbed_disentanglement.stacked import (
+from perturbed_disentanglement.training import single as training
+from perturbed_disentanglement.training.history import LossHistory
+from perturbed_disentanglement.training.stacked import (
     Run,
     StackedObjective,
     encode_stacked,
@@ -31,7 +31,7 @@ from perturbed_disentanglement.stacked import (
     train_stacked,
     unstack_adam_state,
 )
-from perturbed_disentanglement.zoo import build_objective
+from perturbed_disentanglement.training.zoo import build_objective
 
 STEPS = 4
 BATCH = 8

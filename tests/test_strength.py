@@ -13,8 +13,12 @@ import pytest
 from perturbed_disentanglement.errors import InvalidArgumentError
 from perturbed_disentanglement.ground_truth import ArrayGroundTruth, Factor
 from perturbed_disentanglement.metrics import fig4_quantities
-from perturbed_disentanglement.perturbation import Pattern, default_strength, pattern_perturbation
-from perturbed_disentanglement.strength import (
+from perturbed_disentanglement.perturbation.pattern import (
+    Pattern,
+    default_strength,
+    pattern_perturbation,
+)
+from perturbed_disentanglement.reference.strength import (
     Fig4Point,
     choose,
     draw_pairs,

@@ -10,9 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-from perturbed_disentanglement import checkpoint as ckpt
-from perturbed_disentanglement import training
-from perturbed_disentanglement.batches import BatchStream, images_to_input
 from perturbed_disentanglement.errors import (
     CheckpointError,
     DataFormatError,
@@ -20,8 +17,11 @@ from perturbed_disentanglement.errors import (
     TrainingDivergedError,
 )
 from perturbed_disentanglement.ground_truth import ArrayGroundTruth, Factor
-from perturbed_disentanglement.training import encode, load_model, train
-from perturbed_disentanglement.zoo import MODELS, build_objective, hyperparameters
+from perturbed_disentanglement.training import checkpoint as ckpt
+from perturbed_disentanglement.training import single as training
+from perturbed_disentanglement.training.batches import BatchStream, images_to_input
+from perturbed_disentanglement.training.single import encode, load_model, train
+from perturbed_disentanglement.training.zoo import MODELS, build_objective, hyperparameters
 
 FAST = {"batch_size": 8, "progress": False, "num_threads": 1}
 

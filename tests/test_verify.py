@@ -79,7 +79,7 @@ def test_a_wrong_s_a_wrong_label_and_a_wrong_pixel_are_located(smoke_build, tmp_
     noise = mine.out / "data/noise/train-00000-of-00001.parquet"
 
     def change_pixel(columns):
-        from perturbed_disentanglement.png import PngEncoder, decode_png
+        from perturbed_disentanglement.util.png import PngEncoder, decode_png
 
         blobs = columns["image"].combine_chunks().field("bytes").to_pylist()
         img = decode_png(blobs[1000]).copy()
@@ -183,7 +183,7 @@ def test_s_must_be_the_references_s_not_only_the_builds_own(smoke_build, tmp_pat
 
 def test_the_shipped_reference_is_tried_first_and_must_agree(monkeypatch) -> None:
     from generation import verify as verify_module
-    from perturbed_disentanglement.reference import s_sha256
+    from perturbed_disentanglement.reference.stage import s_sha256
 
     built = np.arange(6, dtype=np.float32)
     shipped = built + 1

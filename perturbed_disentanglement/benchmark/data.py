@@ -3,7 +3,7 @@
 The benchmark evaluates the real artifact, not a regeneration: a config of perturbed-dsprites or
 perturbed-shapes3d (a Hub repository id or a local dataset folder) is loaded with
 ``load_dataset``, its PNGs decoded once on every core into one uint8 array in grid order, and
-wrapped as an :class:`~perturbed_disentanglement.grid.ArrayGroundTruth` whose factors come from
+wrapped as an :class:`~perturbed_disentanglement.ground_truth.grid.ArrayGroundTruth` whose factors come from
 the dataset's own columns (class labels and ``<factor>_value``). The metrics sample any grid point,
 so a config must hold the whole grid (of the classes that occur: a smoke build's sub-grid is
 one); the factor columns put the rows in grid order.
@@ -21,11 +21,11 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..dsprites import dsprites_factors
 from ..errors import DataFormatError, InvalidArgumentError
-from ..grid import ArrayGroundTruth, Factor
-from ..png import decode_png_batch
-from ..shapes3d import FACTORS as SHAPES3D_FACTORS
+from ..ground_truth.dsprites import dsprites_factors
+from ..ground_truth.grid import ArrayGroundTruth, Factor
+from ..ground_truth.shapes3d import FACTORS as SHAPES3D_FACTORS
+from ..util.png import decode_png_batch
 
 #: The datasets the benchmark knows, by their factor names (the columns that identify them).
 DATASETS = {
@@ -126,7 +126,7 @@ def grid_order(factor_indices: np.ndarray, sizes: Sequence[int]) -> np.ndarray:
 def decode_pngs(pngs: list[bytes], out: np.ndarray, *, threads: int | None = None) -> None:
     """Decode ``pngs`` into ``out`` (uint8 ``[n, H, W, C]``), in slices on ``threads`` threads.
 
-    :func:`~perturbed_disentanglement.png.decode_png_batch` spends its time in zlib, which
+    :func:`~perturbed_disentanglement.util.png.decode_png_batch` spends its time in zlib, which
     releases the GIL, so threads scale with the cores.
     """
     threads = max(1, min(threads or os.cpu_count() or 1, len(pngs)))

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidArgumentError
-from ..grid import GroundTruth
+from ..ground_truth.grid import GroundTruth
 from ..metrics import (
     dci,
     encode_indices,

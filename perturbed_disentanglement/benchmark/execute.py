@@ -22,12 +22,12 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..atomic import write_json_atomic
-from ..grid import GroundTruth
-from ..losses import bernoulli_reconstruction
-from ..models import VAE
-from ..training import TrainResult, encode, train
-from ..zoo import model_spec
+from ..ground_truth.grid import GroundTruth
+from ..training.losses import bernoulli_reconstruction
+from ..training.models import VAE
+from ..training.single import TrainResult, encode, train
+from ..training.zoo import model_spec
+from ..util.atomic import write_json_atomic
 from .data import ConfigData, load_config
 from .evaluation import EvaluationSizes, evaluate_representation
 from .plan import RunSpec
@@ -324,7 +324,7 @@ def _run_stacked(
     log: Callable[[str], None],
 ) -> SweepOutcome:
     """The runs of one config on a GPU, K of the same model and steps trained as one."""
-    from ..stacked import Run, train_stacked
+    from ..training.stacked import Run, train_stacked
 
     outcome = SweepOutcome()
     images = data.ground_truth.all_images()

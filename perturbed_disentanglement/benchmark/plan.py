@@ -11,9 +11,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..dataset_configs import KINDS
 from ..errors import InvalidArgumentError
-from ..zoo import MODELS, hyperparameters, model_spec
+from ..perturbation.configs import KINDS
+from ..training.zoo import MODELS, hyperparameters, model_spec
 from .evaluation import EvaluationSizes
 from .records import run_id
 

@@ -46,8 +46,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..atomic import write_json_atomic
 from ..errors import ArtifactError
+from ..util.atomic import write_json_atomic
 
 FORMAT = "perturbed-disentanglement/benchmark-run"
 FORMAT_VERSION = 1

@@ -30,10 +30,10 @@ from matplotlib.lines import Line2D
 from scipy import stats
 
 from perturbed_disentanglement import __version__
-from perturbed_disentanglement.atomic import write_bytes_atomic
 from perturbed_disentanglement.benchmark.records import METRICS, number_label
 from perturbed_disentanglement.errors import ArtifactError, InvalidArgumentError
-from perturbed_disentanglement.zoo import MODELS
+from perturbed_disentanglement.training.zoo import MODELS
+from perturbed_disentanglement.util.atomic import write_bytes_atomic
 
 REPORT_FILE = "report.md"
 FIG3_FILE = "fig3_samples.png"

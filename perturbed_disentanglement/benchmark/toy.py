@@ -46,12 +46,12 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from perturbed_disentanglement.atomic import write_bytes_atomic
 from perturbed_disentanglement.errors import (
     InvalidArgumentError,
     PerturbedDisentanglementError,
     TrainingDivergedError,
 )
+from perturbed_disentanglement.util.atomic import write_bytes_atomic
 
 DTYPE = torch.float64
 EPSILON = 0.1  # the perturbation's size: every point moves by at most this much

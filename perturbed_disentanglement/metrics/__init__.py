@@ -11,7 +11,7 @@ rule: ``None`` means seed 0), ``_parallel`` (classifier fits in processes) and `
 (encoding grid points in bounded chunks).
 """
 
-from ..perturbed_view import (  # re-exported: they live by the perturbation
+from ..perturbation.view import (  # re-exported: they live by the perturbation
     Perturbation,
     PerturbedView,
 )

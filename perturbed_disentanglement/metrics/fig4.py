@@ -32,7 +32,7 @@ import numpy as np
 
 from ..errors import InvalidArgumentError
 from ..ground_truth import GroundTruth
-from ..perturbed_view import (
+from ..perturbation.view import (
     Perturbation,
     PerturbedView,
     apply_perturbation,

@@ -38,7 +38,7 @@ def fixture_ground_truth():
 
 
 def main() -> None:
-    from perturbed_disentanglement.training import train
+    from perturbed_disentanglement.training.single import train
 
     with tempfile.TemporaryDirectory() as tmp:
         train(

@@ -29,11 +29,11 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
+from ..errors import InvalidArgumentError
+from ..ground_truth.grid import GroundTruth
 from .batches import Batch, BatchStream, images_to_input
 from .checkpoint import load_model, prepare_checkpoint_dir
 from .encoding import encode
-from .errors import InvalidArgumentError
-from .grid import GroundTruth
 from .inputs import as_image_array, as_source, check_int
 from .loop import LoopRun, TrainResult, train_loop
 from .optimizers import Optimizers, make_optimizers, optimisation_step

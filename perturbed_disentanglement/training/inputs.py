@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import DataFormatError, InvalidArgumentError
-from .grid import GroundTruth
+from ..errors import DataFormatError, InvalidArgumentError
+from ..ground_truth.grid import GroundTruth
 from .models import IMAGE_SIZE
 
 

@@ -7,7 +7,7 @@ Here the K parameter sets are stacked along a new leading dimension
 each dense layer into one batched matrix product. Every run keeps what makes it a separate run:
 
 * its own initial weights (``build_objective(model, hp, C, d, seed)``),
-* its own randomness (its own :class:`~perturbed_disentanglement.batches.BatchStream`), its own
+* its own randomness (its own :class:`~perturbed_disentanglement.training.batches.BatchStream`), its own
   image source (sources may differ as long as they share the channel count) and hyperparameters
   (passed to :meth:`Objective.forward` as per-model tensors);
 * its own optimiser state: one Adam over the stacked parameters is K separate Adams
@@ -33,11 +33,11 @@ import numpy as np
 import torch
 from torch.func import functional_call, stack_module_state, vmap
 
+from ..errors import InvalidArgumentError
+from ..ground_truth.grid import GroundTruth
 from .batches import BatchStream, images_to_input
 from .checkpoint import prepare_checkpoint_dir
 from .encoding import encode_stacked
-from .errors import InvalidArgumentError
-from .grid import GroundTruth
 from .inputs import as_image_array, as_source, check_int
 from .loop import LoopRun, TrainResult, train_loop
 from .optimizers import (

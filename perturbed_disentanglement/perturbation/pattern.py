@@ -70,7 +70,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DataFormatError, InvalidArgumentError
+from ..errors import DataFormatError, InvalidArgumentError
 
 IMAGE_SIZE = 64  # rows and columns of every image; the pattern has one column per image column
 S_CLIP = 4.0  # s is clipped to [-S_CLIP, S_CLIP] before it moves the pattern

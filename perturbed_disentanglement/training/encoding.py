@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from torch.func import functional_call, stack_module_state, vmap
 
+from ..errors import DataFormatError, InvalidArgumentError
+from ..ground_truth.grid import GroundTruth
 from . import checkpoint as ckpt
 from .batches import images_to_input
-from .errors import DataFormatError, InvalidArgumentError
-from .grid import GroundTruth
 from .inputs import as_image_array, as_source, check_int
 from .models import VAE
 from .precision import (

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import CheckpointError, InvalidArgumentError
+from ..errors import CheckpointError, InvalidArgumentError
 
 
 @dataclass

@@ -12,9 +12,9 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
+from ..errors import CheckpointError
 from . import checkpoint as ckpt
 from .batches import BatchStream
-from .errors import CheckpointError
 from .optimizers import Optimizers
 from .run_identity import RunIdentity
 from .zoo import Objective

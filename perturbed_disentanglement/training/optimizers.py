@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import torch
 
-from .errors import CheckpointError
+from ..errors import CheckpointError
 
 # Adam settings of disentanglement_lib (SPEC §5); the discriminator's are FactorVAE's.
 VAE_ADAM = {"lr": 1e-4, "betas": (0.9, 0.999), "eps": 1e-8}

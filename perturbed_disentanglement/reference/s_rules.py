@@ -12,8 +12,9 @@ floor_hue by variance: every restart had already separated the hues), so the rul
   smallest: entangled by construction when the two latents follow different factors, and still a
   direction the architecture expresses (a rotation of its own code).
 
-Each rule returns a :class:`SChoice`: the weights of ``s`` over the standardised latents, so the
-same ``s`` can be recomputed from any encoding of the grid.
+Each rule returns a :class:`SChoice`: ``s`` before its standardisation is ``mu @ weights``, one
+formula for every rule (a single latent has weight 1), so the same ``s`` can be recomputed from any
+encoding of the grid.
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InvalidArgumentError
-from .metrics.active_units import ACTIVE_THRESHOLD, mean_posterior_variance
-from .metrics.diagnostics import explained_variance_fractions
+from ..errors import InvalidArgumentError
+from ..metrics.active_units import ACTIVE_THRESHOLD, mean_posterior_variance
+from ..metrics.diagnostics import explained_variance_fractions
 
 S_RULES = ("paper", "entangled-latent", "balanced-rotation")
 #: The default rule (chosen by the effect on trained models; see the README's Shapes3D screen).
@@ -37,16 +38,16 @@ INFORMATIVE_FRACTION = 0.5
 
 @dataclass(frozen=True)
 class SChoice:
-    """``s_raw = ((mu - mean) / std) @ weights``: a direction in the reference's latent space."""
+    """``s`` before standardisation is ``mu @ weights``: a direction in the reference's latents."""
 
     rule: str
-    weights: np.ndarray  # [d], over the grid-standardised latents
+    weights: np.ndarray  # [d], on the encoder means as they are
     latents: tuple[int, ...]  # the latents with a non-zero weight
     details: dict[str, Any] = field(default_factory=dict)
 
-    def direction(self, mu: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-        """``s`` before its own standardisation, float64 ``[N]``, from an encoding ``mu [N, d]``."""
-        return ((np.asarray(mu, np.float64) - mean) / std) @ self.weights
+    def direction(self, mu: np.ndarray) -> np.ndarray:
+        """``s`` before its standardisation, float64 ``[N]``, from an encoding ``mu [N, d]``."""
+        return np.asarray(mu, np.float64) @ self.weights
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -155,8 +156,8 @@ def choose_s(
     fractions = _rotation_fractions(z[:, a], z[:, b], factors, angles)
     i = int(np.argmin(fractions.max(axis=1)))
     theta = float(angles[i])
-    weights = np.zeros(d)
-    weights[a], weights[b] = math.cos(theta), math.sin(theta)
+    weights = np.zeros(d)  # the rotation of the standardised latents, on the raw means
+    weights[a], weights[b] = math.cos(theta) / std[a], math.sin(theta) / std[b]
     return SChoice(
         rule,
         weights,

@@ -1,6 +1,6 @@
 """The ground truths of the package: :func:`ground_truth` builds dSprites or Shapes3D, procedural or
 from the official files. The API they share lives in :mod:`.grid` (re-exported here with the file
-checks of :mod:`.files`, so ``from perturbed_disentanglement.ground_truth import GroundTruth`` keeps
+checks of :mod:`.official_files`, so ``from perturbed_disentanglement.ground_truth import GroundTruth`` keeps
 working); the renderers and readers in :mod:`.dsprites` and :mod:`.shapes3d`, which are imported
 when first asked for (Shapes3D's reader needs h5py).
 """
@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 
-from .errors import InvalidArgumentError
-from .files import existing_file, sha256_of, verify_sha256
+from ..errors import InvalidArgumentError
 from .grid import ArrayGroundTruth, Factor, GroundTruth
+from .official_files import existing_file, sha256_of, verify_sha256
 
 DATASETS = ("dsprites", "shapes3d")
 

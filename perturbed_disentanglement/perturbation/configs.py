@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InvalidArgumentError
-from .perturbation import Pattern, check_epsilon, max_step, perturb, uniform_noise
+from ..errors import InvalidArgumentError
+from .pattern import Pattern, check_epsilon, max_step, perturb, uniform_noise
 
 KINDS = ("perturbed", "noise", "original")
 DEFAULT_CONFIG = "perturbed"

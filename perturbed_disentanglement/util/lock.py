@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import PerturbedDisentanglementError
+from ..errors import PerturbedDisentanglementError
 
 LOCK_FILE = ".lock"
 

@@ -6,7 +6,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from .errors import ChecksumError, DataFormatError
+from ..errors import ChecksumError, DataFormatError
 
 
 def file_digest(path: str | os.PathLike, algorithm: str = "sha256", chunk: int = 1 << 22) -> str:

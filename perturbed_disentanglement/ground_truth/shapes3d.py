@@ -24,9 +24,9 @@ from dataclasses import dataclass
 import h5py
 import numpy as np
 
-from .errors import DataFormatError, InvalidArgumentError
-from .files import existing_file, verify_sha256
+from ..errors import DataFormatError, InvalidArgumentError
 from .grid import Factor, GroundTruth
+from .official_files import existing_file, verify_sha256
 
 # --- factors (official order; orientation varies fastest) ------------------------------------
 HUES = np.linspace(0.0, 0.9, 10)

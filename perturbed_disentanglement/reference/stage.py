@@ -3,19 +3,22 @@
 R restarts of a β-VAE with one latent per generative factor are trained on the original grid;
 each is scored (MIG with disentanglement_lib's protocol, active units, mean posterior variance
 per latent, information level per factor) and the restart with the **lowest** MIG is kept: the most
-entangled alignment the architecture produces. Its leading local principal component is the
-latent with the least injected noise, ``j = argmin_k E_x σ²_k(x)`` over the whole grid, and
+entangled alignment the architecture produces. A rule (:mod:`.s_rules`) picks a direction ``w`` in
+its latent space — the paper's is the latent with the least injected noise, ``j = argmin_k E_x
+σ²_k(x)`` over the whole grid — and
 
-    s(x) = sign · (μ_j(x) − mean) / std      (mean, std over the grid; float64, stored float32)
+    s(x) = sign · (μ(x) · w − mean) / std      (mean, std over the grid; float64, stored float32)
 
 with ``sign`` chosen so that s correlates positively with the factor it follows most (a fixed
-convention: the encoder's sign of μ_j is arbitrary). The stored float32 ``s`` is the contract
-every later stage reads, so a build is byte-identical on every machine.
+convention: the encoder's sign is arbitrary). The record says how entangled ``s`` is
+(:func:`~..metrics.diagnostics.s_entanglement`): the method needs an entangled direction. The
+stored float32 ``s`` is the contract every later stage reads, so a build is byte-identical on every
+machine.
 
 A :class:`Reference` is the artifact: the chosen VAE's weights (safetensors), ``s`` for every grid
 index in grid order (``s.npy``) and a JSON record of the protocol, every restart's metrics, the
 choice, the standardisation constants, sha256 of ``s`` and of the weights, the ground truth it
-was computed on and the package version. The shipped ones live in ``references/<dataset>/``.
+was computed on and the package version. The shipped ones live in ``shipped/<dataset>/``.
 """
 
 from __future__ import annotations
@@ -35,8 +38,23 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import __version__
-from .atomic import (
+from .. import __version__
+from ..errors import ArtifactError, InvalidArgumentError
+from ..ground_truth import GroundTruth, sha256_of
+from ..ground_truth.subgrid import SubGrid
+from ..metrics import (
+    encode_indices,
+    information_level_by_factor,
+    mean_posterior_variance,
+    mig,
+    num_active_units,
+)
+from ..metrics._random import as_generator
+from ..metrics.diagnostics import s_entanglement
+from ..training.models import VAE
+from ..training.single import TrainResult, encode, train
+from ..training.zoo import hyperparameters
+from ..util.atomic import (
     fsync_dir,
     make_temp_dir,
     replace_dir,
@@ -45,29 +63,20 @@ from .atomic import (
     write_json_atomic,
     write_npy_atomic,
 )
-from .errors import ArtifactError, InvalidArgumentError
-from .ground_truth import GroundTruth, sha256_of
-from .lock import LOCK_FILE, exclusive, holder
-from .metrics import (
-    encode_indices,
-    information_level_by_factor,
-    mean_posterior_variance,
-    mig,
-    num_active_units,
-)
-from .metrics._random import as_generator
-from .models import VAE
-from .subgrid import SubGrid
-from .training import TrainResult, encode, train
-from .zoo import hyperparameters
+from ..util.lock import LOCK_FILE, exclusive, holder
+from .s_rules import DEFAULT_S_RULE, SChoice, check_rule, choose_s
 
 #: The model whose restarts define s (paper §4.1).
 REFERENCE_MODEL = "beta_vae"
 #: Folder of the references shipped with the package.
-SHIPPED_DIR = Path(__file__).resolve().parent / "references"
+SHIPPED_DIR = Path(__file__).resolve().parent / "shipped"
 RECORD_FILE, S_FILE, WEIGHTS_FILE = "reference.json", "s.npy", "model.safetensors"
 FORMAT = "perturbed-disentanglement/reference"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Versions :func:`load_reference` reads. Version 1 records predate the s rules and the
+#: entanglement record: they were all made by the paper's rule, and the entanglement of their
+#: ``s`` is computed when they are loaded (the grid's factors follow from its sizes).
+READABLE_VERSIONS = (1, 2)
 #: Images hashed for a ground truth's fingerprint (evenly spaced, first and last included).
 FINGERPRINT_IMAGES = 4096
 
@@ -222,6 +231,16 @@ class Reference:
         return int(self.record["s"]["latent"])
 
     @property
+    def rule(self) -> dict[str, Any]:
+        """The s rule and its weights on the chosen VAE's encoder means (``s_rules.SChoice``)."""
+        return self.record["s"]["rule"]
+
+    @property
+    def entanglement(self) -> dict[str, Any]:
+        """How entangled ``s`` is with the factors (``metrics.diagnostics.s_entanglement``)."""
+        return self.record["s"]["entanglement"]
+
+    @property
     def chosen_mig(self) -> float:
         return float(self.record["restarts"][self.record["chosen"]]["mig"])
 
@@ -280,16 +299,13 @@ class Reference:
     ) -> Reference:
         """This reference re-applied to ``gt`` (an official file of the same grid): s recomputed.
 
-        The shipped encoder encodes ``gt``'s images; ``s`` is its latent ``j`` standardised over
-        ``gt``'s grid with the reference's sign. The record says so (``s.recomputed_on``).
+        The shipped encoder encodes ``gt``'s images; ``s`` is the rule's direction ``μ · w``
+        standardised over ``gt``'s grid with the reference's sign. The record says so
+        (``s.recomputed_on``).
         """
-        if list(gt.factor_sizes) != self.record["ground_truth"]["factor_sizes"]:
-            raise ArtifactError(
-                f"cannot re-apply a {self.dataset} reference to {gt!r}: factor sizes "
-                f"{list(gt.factor_sizes)} differ from {self.record['ground_truth']['factor_sizes']}"
-            )
+        self._check_sizes(gt)
         mu, _ = encode(self.vae(), gt.all_images(), num_threads=num_threads, progress=progress)
-        x = mu[:, self.latent].astype(np.float64)
+        x = mu.astype(np.float64) @ np.asarray(self.rule["weights"], np.float64)
         mean, std = float(x.mean()), float(x.std())
         sign = float(self.record["s"]["sign"])
         s = (sign * (x - mean) / std).astype(np.float32)
@@ -302,7 +318,96 @@ class Reference:
             note="s recomputed by the shipped encoder on these images, standardised over them",
         )
         record["ground_truth"] = record["s"]["recomputed_on"]
+        record["s"]["entanglement"] = entanglement_of(s, gt)
         return Reference(record, s, self.weights)
+
+    def with_rule(
+        self,
+        rule: str,
+        gt: GroundTruth,
+        *,
+        encoding: tuple[np.ndarray, np.ndarray] | None = None,
+        num_threads: int | None = None,
+        progress: bool = True,
+    ) -> Reference:
+        """This reference's VAE with another s rule: ``s`` recomputed on ``gt``'s grid.
+
+        ``encoding``: the VAE's ``(mu, logvar)`` of every grid image, if already computed. The
+        new ``s`` is computed on this CPU (float32 encodings differ in the last bits between
+        CPUs, so a build from it is not byte-identical across machines, unlike a shipped ``s``).
+        """
+        check_rule(rule)
+        self._check_sizes(gt)
+        if encoding is None:
+            encoding = encode(
+                self.vae(), gt.all_images(), num_threads=num_threads, progress=progress
+            )
+        mu, logvar = encoding
+        factors = gt.factors(np.arange(len(gt)))
+        choice = choose_s(rule, mu, logvar, factors, list(gt.factor_names))
+        s, constants = standardise(choice.direction(mu), factors)
+        record = json.loads(json.dumps(self.record))
+        record["s"] = s_section(choice, s, constants, logvar, gt)
+        record["s"]["note"] = f"s recomputed with rule {rule!r} by the reference's encoder"
+        record["ground_truth"] = grid_identity(gt)
+        return Reference(record, s, self.weights)
+
+    def _check_sizes(self, gt: GroundTruth) -> None:
+        if list(gt.factor_sizes) != self.record["ground_truth"]["factor_sizes"]:
+            raise ArtifactError(
+                f"cannot re-apply a {self.dataset} reference to {gt!r}: factor sizes "
+                f"{list(gt.factor_sizes)} differ from {self.record['ground_truth']['factor_sizes']}"
+            )
+
+
+def entanglement_of(s: np.ndarray, gt: GroundTruth) -> dict[str, Any]:
+    """:func:`~..metrics.diagnostics.s_entanglement` of a grid's ``s`` (one value per index)."""
+    return s_entanglement(s, gt.factors(np.arange(len(gt))), list(gt.factor_names))
+
+
+def s_section(
+    choice: SChoice,
+    s: np.ndarray,
+    constants: Mapping[str, Any],
+    logvar: np.ndarray,
+    gt: GroundTruth,
+) -> dict[str, Any]:
+    """The record's ``s`` section: the rule, the standardisation, the entanglement, the hash."""
+    return {
+        "latent": choice.latents[0],
+        "rule": choice.as_dict(),
+        "mean_variance_grid": mean_posterior_variance(logvar).tolist(),
+        "mean": constants["mean"],
+        "std": constants["std"],
+        "sign": constants["sign"],
+        "sign_factor": gt.factor_names[constants["sign_factor"]],
+        "factor_correlations": dict(
+            zip(gt.factor_names, np.round(constants["correlations"], 6).tolist())
+        ),
+        "entanglement": entanglement_of(s, gt),
+        "definition": "s = sign * (mu @ rule.weights - mean) / std over the grid",
+        "dtype": "float32",
+        "sha256": s_sha256(s),
+        "file": S_FILE,
+    }
+
+
+def _factors_of_sizes(sizes: Sequence[int]) -> np.ndarray:
+    """Every grid point's factor indices, in grid order (row-major, last fastest): int64 [N, k]."""
+    return np.indices(tuple(sizes)).reshape(len(sizes), -1).T.astype(np.int64)
+
+
+def _upgrade_version_1(record: dict[str, Any], s: np.ndarray) -> None:
+    """Fill what a format-1 record lacks (it was made by the paper's rule; see READABLE_VERSIONS)."""
+    part = record["s"]
+    latent_dim = int(record["model"]["latent_dim"])
+    weights = [1.0 if k == part["latent"] else 0.0 for k in range(latent_dim)]
+    part.setdefault("rule", {"rule": "paper", "weights": weights, "latents": [part["latent"]]})
+    if "entanglement" not in part:
+        gt = record["ground_truth"]
+        factors = _factors_of_sizes(gt["factor_sizes"])
+        part["entanglement"] = s_entanglement(s, factors, list(gt["factor_names"]))
+        part["entanglement"]["note"] = "computed on load: a format-1 record"
 
 
 def _is_artifact_folder(folder: Path) -> bool:
@@ -357,6 +462,25 @@ def _check_record(record: dict[str, Any], path: Path) -> None:
         raise ArtifactError(f"{path}: the record's restarts and chosen restart do not match")
 
 
+def _check_rule_record(record: dict[str, Any], path: Path) -> None:
+    """The rule and entanglement of a (format-2, or upgraded format-1) record, else ArtifactError."""
+    rule, entanglement = record["s"].get("rule"), record["s"].get("entanglement")
+    weights = rule.get("weights") if isinstance(rule, dict) else None
+    if (
+        not isinstance(weights, list)
+        or len(weights) != record["model"]["latent_dim"]
+        or not all(isinstance(w, (int, float)) and math.isfinite(w) for w in weights)
+    ):
+        raise ArtifactError(
+            f"{path}: record field s.rule.weights must list one finite weight per latent "
+            f"({record['model']['latent_dim']}), got {weights!r}"
+        )
+    if not isinstance(entanglement, dict) or not isinstance(
+        entanglement.get("variance_fraction"), dict
+    ):
+        raise ArtifactError(f"{path}: the record has no s.entanglement.variance_fraction")
+
+
 def load_reference(
     where: str | os.PathLike, gt: GroundTruth | None = None, *, shipped: bool | None = None
 ) -> Reference:
@@ -387,10 +511,10 @@ def load_reference(
         raise ArtifactError(f"{folder / RECORD_FILE} is not valid JSON: {exc}") from exc
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise ArtifactError(f"{folder / RECORD_FILE} is not a {FORMAT} record")
-    if record.get("format_version") != FORMAT_VERSION:
+    if record.get("format_version") not in READABLE_VERSIONS:
         raise ArtifactError(
             f"{folder}: reference format version {record.get('format_version')!r}, this package "
-            f"reads version {FORMAT_VERSION}"
+            f"reads versions {', '.join(map(str, READABLE_VERSIONS))}"
         )
     _check_record(record, folder / RECORD_FILE)
     try:
@@ -410,6 +534,9 @@ def load_reference(
         )
     if not np.all(np.isfinite(s)):
         raise ArtifactError(f"{folder / S_FILE} holds NaN or infinite values")
+    if record["format_version"] == 1:
+        _upgrade_version_1(record, s)
+    _check_rule_record(record, folder / RECORD_FILE)
     if sha256_of(folder / WEIGHTS_FILE) != record["model"]["file_sha256"]:
         raise ArtifactError(
             f"{folder / WEIGHTS_FILE}: sha256 differs from the record's: corrupt or modified"
@@ -715,8 +842,10 @@ def run_reference(
     num_threads: int | None = None,
     progress: bool = True,
     log: Any = print,
+    s_rule: str = DEFAULT_S_RULE,
 ) -> Reference:
-    """Train (or resume) the restarts in ``workdir``, score them, pick the lowest MIG, compute s.
+    """Train (or resume) the restarts in ``workdir``, score them, pick the lowest MIG, compute s
+    by ``s_rule`` (:data:`~.s_rules.S_RULES`) from the chosen restart's whole-grid encoding.
 
     ``gt`` is the original ground truth; the ``smoke`` preset runs on its strided sub-grid. Every
     restart checkpoints into ``workdir/restart-<r>`` and every finished score and the chosen
@@ -724,6 +853,7 @@ def run_reference(
     and a finished one returns at once. On a GPU the restarts train stacked (one vmapped model).
     A restart that another process trains (:func:`train_restart`) is waited for, then loaded.
     """
+    check_rule(s_rule)
     plan = _plan(gt, preset_name, workdir, seed, restarts, steps)
     grid, protocol, dirs = plan.grid, plan.protocol, plan.dirs
     restarts, steps = protocol.restarts, protocol.steps
@@ -734,7 +864,7 @@ def run_reference(
     )
     images = _training_images(plan, dev, log)
     if dev.type == "cuda" and restarts > 1:
-        from .stacked import Run, train_stacked
+        from ..training.stacked import Run, train_stacked
 
         same = dict(dataset=grid.name, hparams=protocol.hparams, latent_dim=protocol.latent_dim)
         runs = [
@@ -785,8 +915,17 @@ def run_reference(
         log(f"encoding the whole grid with restart {chosen} (lowest MIG)")
         mu, logvar = encode(vae, images, num_threads=num_threads, progress=progress)
         write_atomic(cache, lambda f: np.savez(f, mu=mu, logvar=logvar))
-    j, variance = leading_latent(logvar)
-    s, constants = standardise(mu[:, j], grid.factors(np.arange(len(grid))))
+    factors = grid.factors(np.arange(len(grid)))
+    choice = choose_s(s_rule, mu, logvar, factors, list(grid.factor_names))
+    s, constants = standardise(choice.direction(mu), factors)
+    section = s_section(choice, s, constants, logvar, grid)
+    if section["entanglement"]["dominated"]:
+        e = section["entanglement"]
+        log(
+            f"WARNING: s is dominated by {e['dominant']} ({e['dominant_fraction']:.2f} of its "
+            f"variance > {e['threshold']}): a pattern keyed to one factor entangles nothing; "
+            "consider --s-rule balanced-rotation"
+        )
     weights = {k: v.detach().cpu().clone() for k, v in vae.state_dict().items()}
     record = {
         "format": FORMAT,
@@ -803,21 +942,7 @@ def run_reference(
         },
         "restarts": evaluations,
         "chosen": chosen,
-        "s": {
-            "latent": j,
-            "mean_variance_grid": variance.tolist(),
-            "mean": constants["mean"],
-            "std": constants["std"],
-            "sign": constants["sign"],
-            "sign_factor": grid.factor_names[constants["sign_factor"]],
-            "factor_correlations": dict(
-                zip(grid.factor_names, np.round(constants["correlations"], 6).tolist())
-            ),
-            "definition": "s = sign * (mu_j - mean) / std over the grid, j = argmin mean sigma^2",
-            "dtype": "float32",
-            "sha256": s_sha256(s),
-            "file": S_FILE,
-        },
+        "s": section,
         "model": {
             "name": REFERENCE_MODEL,
             "channels": grid.num_channels,

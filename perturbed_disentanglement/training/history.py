@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
-from .errors import TrainingDivergedError
+from ..errors import TrainingDivergedError
 
 
 class LossHistory:

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..errors import InvalidArgumentError
 from . import losses
-from .errors import InvalidArgumentError
 from .models import VAE, Discriminator
 
 

@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .atomic import fsync_dir, replace_dir
-from .errors import CheckpointError, InvalidArgumentError
-from .files import sha256_of
+from ..errors import CheckpointError, InvalidArgumentError
+from ..ground_truth.official_files import sha256_of
+from ..util.atomic import fsync_dir, replace_dir
 from .precision import resolve_device
 from .zoo import Objective
 
@@ -62,7 +62,7 @@ def _strip_prefix(tensors: Mapping[str, torch.Tensor], prefix: str) -> dict[str,
 
 
 def _package_version() -> str:
-    from . import __version__
+    from .. import __version__
 
     return __version__
 

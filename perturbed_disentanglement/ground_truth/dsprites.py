@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataFormatError, InvalidArgumentError
-from .files import existing_file, file_digest, verify_sha256
+from ..errors import DataFormatError, InvalidArgumentError
 from .grid import ArrayGroundTruth, Factor, GroundTruth
+from .official_files import existing_file, file_digest, verify_sha256
 
 # --- the factor grid (official order without the constant colour factor) ---------------------
 SHAPES = ("square", "ellipse", "heart")

@@ -11,8 +11,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from .errors import InvalidArgumentError
-from .ground_truth import Factor, GroundTruth
+from ..errors import InvalidArgumentError
+from .grid import Factor, GroundTruth
 
 
 class SubGrid(GroundTruth):

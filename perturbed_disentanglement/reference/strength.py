@@ -29,11 +29,11 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm.auto import tqdm
 
-from .errors import InvalidArgumentError
-from .ground_truth import GroundTruth
-from .metrics.expansiveness import standardized_step
-from .metrics.fig4 import default_s_delta
-from .perturbation import Pattern, check_epsilon, check_kappa, perturb
+from ..errors import InvalidArgumentError
+from ..ground_truth import GroundTruth
+from ..metrics.expansiveness import standardized_step
+from ..metrics.fig4 import default_s_delta
+from ..perturbation.pattern import Pattern, check_epsilon, check_kappa, perturb
 
 VARIANTS = ("isolated", "as_built")
 S_NAME = "s"

@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DataFormatError, InvalidArgumentError
+from ..errors import DataFormatError, InvalidArgumentError
 
-ENCODER_NAME = "perturbed_disentanglement.png"
+ENCODER_NAME = "perturbed_disentanglement.util.png"
 ENCODER_VERSION = 1
 
 #: PNG row filters (PNG spec §9.2); ``adaptive`` picks, per row, the filter with the smallest sum

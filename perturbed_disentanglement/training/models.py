@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .errors import InvalidArgumentError
+from ..errors import InvalidArgumentError
 
 IMAGE_SIZE = 64
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import CheckpointError
-from .grid import GroundTruth
+from ..errors import CheckpointError
+from ..ground_truth.grid import GroundTruth
 from .inputs import check_int
 from .precision import arithmetic
 from .zoo import hyperparameters, model_spec

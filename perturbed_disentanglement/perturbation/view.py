@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import DataFormatError, InvalidArgumentError
-from .grid import GroundTruth
-from .perturbation import Perturbation, check_s
+from ..errors import DataFormatError, InvalidArgumentError
+from ..ground_truth.grid import GroundTruth
+from .pattern import Perturbation, check_s
 
 
 def check_s_values(s_values: object, size: int) -> np.ndarray:

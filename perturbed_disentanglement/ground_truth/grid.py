@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import DataFormatError, InvalidArgumentError
+from ..errors import DataFormatError, InvalidArgumentError
 
 
 @dataclass(frozen=True)
