@@ -152,6 +152,32 @@ def usage_lines(manifest: dict[str, Any]) -> list[str]:
     return lines
 
 
+def figure_caption(manifest: dict[str, Any]) -> str:
+    """How to read ``images/samples.png`` (drawn by :func:`comparison_figure`): its columns,
+    the signed ±ε scale of the differences and, on binary dSprites, what clipping leaves."""
+    figure = manifest["figure"]
+    eps = figure.get("epsilon")
+    scale = f"±ε (ε = {eps:g})" if eps is not None else "±ε"
+    text = (
+        "Columns: original, perturbed, noise, and the perturbed and noise images' signed "
+        "differences from the original"
+        + (" (the mean over the RGB channels)" if manifest["dataset"] == "shapes3d" else "")
+        + f", drawn so that {scale} spans the grey range: mid-grey is no change, black −ε, "
+        "white +ε. The perturbation moves every pixel by the full ±ε (the sign of a fixed random "
+        "±1 pattern that shifts with s), so its difference is black and white dots; the noise "
+        "moves each pixel by an amount uniform in [−ε, ε], so its difference is greys."
+    )
+    if manifest["dataset"] == "dsprites":
+        text += (
+            " dSprites is binary, so clipping at 0 and 255 keeps only the inward half of ±ε: the "
+            "black background can only brighten (grey or white), the white sprite only darken "
+            "(grey or black)."
+        )
+    else:
+        text += " Clipping at 0 and 255 keeps only the inward half of ±ε on saturated channels."
+    return text
+
+
 def card_context(manifest: dict[str, Any], builder: Any, manifest_sha256: str) -> dict[str, Any]:
     """The template's variables, all derived from the manifest."""
     from builders.citations import DSPRITES, LICENSE, PAPER, SHAPES3D
@@ -234,6 +260,7 @@ def card_context(manifest: dict[str, Any], builder: Any, manifest_sha256: str) -
         "figure_path": figure["path"],
         "figure_alt": f"original, perturbed and noise {_TITLES[dataset]} images",
         "figure_indices": ", ".join(str(i) for i in figure["indices"]),
+        "figure_caption": figure_caption(manifest),
         "configs": configs,
         "columns": _columns(builder, manifest),
         "repo_hint": manifest["name"],
@@ -297,4 +324,11 @@ def render_card(manifest: dict[str, Any], builder: Any, manifest_sha256: str) ->
     return str(card)
 
 
-__all__ = ["comparison_figure", "difference_image", "card_context", "render_card", "TEMPLATE"]
+__all__ = [
+    "comparison_figure",
+    "difference_image",
+    "figure_caption",
+    "card_context",
+    "render_card",
+    "TEMPLATE",
+]

@@ -25,6 +25,8 @@ from perturbed_disentanglement.benchmark.report import (
     comparison_table,
     differences,
     information_curves,
+    plot_samples,
+    signed_difference,
     strength_curves,
     summarize,
     welch_p,
@@ -277,12 +279,52 @@ def samples(n: int = 4) -> dict[str, np.ndarray]:
     }
 
 
-def test_differences_are_magnified_to_half_the_grey_range() -> None:
-    shown, factor = differences(samples())
-    assert factor == 127 // 25
-    assert list(shown) == ["perturbed − original ×5", "noise − original ×5"]
-    assert shown["perturbed − original ×5"].max() == 128 + 5 * 25
-    assert differences({"perturbed": samples()["perturbed"]}) == ({}, 1)
+def test_signed_difference_spans_black_to_white_over_plus_minus_epsilon() -> None:
+    eps = 0.2  # 51 bytes exactly
+    original = np.full((1, 1, 103, 1), 100, np.uint8)
+    changed = (100 + np.arange(-51, 52)).astype(np.uint8).reshape(1, 1, 103, 1)
+    grey = signed_difference(changed, original, eps)[0, 0, :, 0].astype(int)
+    assert grey[51] == 128  # no change: mid-grey, the exact middle value
+    assert grey[0] == 0 and grey[-1] == 255  # -ε black, +ε white
+    assert np.all(np.diff(grey) >= 0) and np.all(np.diff(grey[::4]) > 0)  # monotone
+    # RGB: one channel, the mean over the channels (means 0, +51, +17)
+    rgb = np.full((1, 1, 3, 3), 100, np.uint8)
+    rgb_changed = np.array([[[[151, 100, 49], [151, 151, 151], [151, 100, 100]]]], np.uint8)
+    shown = signed_difference(rgb_changed, rgb, eps)
+    assert shown.shape == (1, 1, 3, 1) and shown[0, 0, :, 0].tolist() == [128, 255, 170]
+    with pytest.raises(InvalidArgumentError, match="epsilon"):
+        signed_difference(changed, original, 0.0)
+
+
+def test_differences_are_scaled_by_each_configs_epsilon() -> None:
+    shown = differences(samples(), {"perturbed": 0.1, "noise": 0.1})
+    assert [(d.config, d.epsilon, d.scale) for d in shown] == [
+        ("perturbed", 0.1, "0.1"),
+        ("noise", 0.1, "0.1"),
+    ]
+    perturbed = shown[0].image  # +25 bytes everywhere, ε = 0.1 is 25.5 bytes
+    assert perturbed.dtype == np.uint8 and perturbed.shape == (4, 64, 64, 1)
+    assert np.all(perturbed == math.floor(128 + 127.5 * 25 / 25.5))
+    # a config without ε: its largest difference is the scale
+    (largest,) = differences({"original": samples()["original"], "x": samples()["perturbed"]})
+    assert largest.epsilon is None and np.all(largest.image == 255)
+    assert differences({"perturbed": samples()["perturbed"]}) == []
+
+
+def test_fig3_is_deterministic(tmp_path) -> None:
+    first, second = tmp_path / "a.png", tmp_path / "b.png"
+    plot_samples(samples(), first, epsilons={"perturbed": 0.1, "noise": 0.1})
+    plot_samples(samples(), second, epsilons={"perturbed": 0.1, "noise": 0.1})
+    assert first.read_bytes() == second.read_bytes()
+    assert first.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and first.stat().st_size < 600_000
+
+
+def test_fig3_says_what_clipping_leaves_of_binary_images(tmp_path) -> None:
+    binary = {k: v for k, v in samples().items() if k != "noise"}
+    binary["original"] = np.where(binary["original"] > 0, 255, 0).astype(np.uint8)
+    text = write_report(pair_records(), tmp_path, samples=binary).read_text()
+    assert "the black background can only brighten (grey or white)" in text
+    assert "`perturbed` ±0.1" in text and (tmp_path / FIG3_FILE).exists()
 
 
 def test_report_and_every_figure_are_written(tmp_path) -> None:
@@ -299,7 +341,9 @@ def test_report_and_every_figure_are_written(tmp_path) -> None:
     assert "Runs: 18, seeds 0, 1, by package version 0.1.0" in text
     assert "## Table 1: original vs perturbed (ε = 0.1)" in text
     assert "## Table 2: original vs noise (ε = 0.1)" in text
-    assert "magnified ×5" in text
+    assert "its own ±ε spans the grey range" in text
+    assert "black = −ε, white = +ε (`perturbed` ±0.1, `noise` ±0.1)" in text
+    assert "where a channel is 0 (it can only brighten)" in text  # the samples hold zeros
     assert "below the number of factors, 5" in text
     assert "Not drawn" not in text and "Not computed" not in text
 

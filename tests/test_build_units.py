@@ -13,7 +13,7 @@ from PIL import Image
 
 from builders import BUILDERS, get_builder
 from builders.base import ShardWriter, plan_rows_per_shard, shard_path
-from cards import comparison_figure, difference_image
+from cards import comparison_figure, difference_image, figure_caption
 from perturbed_disentanglement import ground_truth
 from perturbed_disentanglement.errors import DataFormatError, InvalidArgumentError
 from perturbed_disentanglement.perturbation.configs import (
@@ -216,13 +216,51 @@ def test_figure_shows_five_columns_and_is_deterministic() -> None:
     original = gt.images(np.array([0, 123_456]))
     perturbed = perturb(original, np.array([0.5, -1.0]), 0.175, Pattern(seed=0, kappa=32))
     noise = uniform_noise(original, np.array([0, 123_456]), 0.175, 0)
-    png = comparison_figure(original, perturbed, noise)
-    assert png == comparison_figure(original, perturbed, noise)
+    png = comparison_figure(original, perturbed, noise, epsilon=0.175)
+    assert png == comparison_figure(original, perturbed, noise, epsilon=0.175)  # same bytes
+    assert png != comparison_figure(original, perturbed, noise, epsilon=0.175, noise_epsilon=0.2)
+    assert comparison_figure(original, perturbed, noise)  # without ε: scaled by the largest Δ
     with Image.open(io.BytesIO(png)) as im:
         assert im.mode == "RGB" and im.size[0] > 5 * 192 and im.size[1] > 2 * 192
-    diff = difference_image(perturbed, original)
-    assert diff.dtype == np.uint8 and set(np.unique(diff)) <= set(range(256))
-    assert np.all(difference_image(original, original) == 128)
+        assert im.size[0] * im.size[1] < 1_500_000 and len(png) < 400_000
+        # the perturbed - original tile of the first row is difference_image, drawn 3x
+        x, y = 6 + 3 * (192 + 6), 68
+        tile = np.asarray(im)[y : y + 192 : 3, x : x + 192 : 3]
+    diff = difference_image(perturbed, original, 0.175)
+    assert diff.dtype == np.uint8 and diff.shape == (2, 64, 64, 1)
+    np.testing.assert_array_equal(tile, np.repeat(diff[0], 3, axis=2))
+    assert np.all(difference_image(original, original, 0.175) == 128)
+
+
+def test_difference_image_spans_black_to_white_over_plus_minus_epsilon() -> None:
+    eps = 0.2  # 51 bytes exactly
+    original = np.full((1, 1, 103, 1), 100, np.uint8)
+    changed = (100 + np.arange(-51, 52)).astype(np.uint8).reshape(1, 1, 103, 1)
+    grey = difference_image(changed, original, eps)[0, 0, :, 0].astype(int)
+    assert grey[51] == 128  # no change: mid-grey, the exact middle value
+    assert grey[0] == 0 and grey[-1] == 255  # -ε black, +ε white
+    assert np.all(np.diff(grey) >= 0) and np.all(np.diff(grey[::4]) > 0)  # monotone
+    assert difference_image(changed[..., :1, :], original[..., :1, :], 0.4)[0, 0, 0, 0] == 64
+    # beyond ±ε (never made by the configs) is clipped to black and white
+    assert difference_image(np.full_like(original, 255), original, eps).min() == 255
+    # RGB: one channel, the mean over the channels
+    rgb = np.full((1, 1, 3, 3), 100, np.uint8)
+    rgb_changed = np.array([[[[151, 100, 49], [151, 151, 151], [151, 100, 100]]]], np.uint8)
+    shown = difference_image(rgb_changed, rgb, eps)
+    assert shown.shape == (1, 1, 3, 1)
+    one = difference_image(np.array([[[[100], [151], [117]]]], np.uint8), rgb[..., :1], eps)
+    np.testing.assert_array_equal(shown, one)  # means 0, +51, +17
+    assert shown[0, 0, :, 0].tolist() == [128, 255, 170]
+    # without ε the largest difference is the scale
+    assert difference_image(changed, original)[0, 0, -1, 0] == 255
+
+
+def test_figure_caption_gives_the_scale_and_the_clipping() -> None:
+    dsprites = figure_caption({"dataset": "dsprites", "figure": {"epsilon": 0.125}})
+    assert "±ε (ε = 0.125) spans the grey range: mid-grey is no change" in dsprites
+    assert "background can only brighten" in dsprites and "RGB" not in dsprites
+    shapes3d = figure_caption({"dataset": "shapes3d", "figure": {"epsilon": 0.1}})
+    assert "mean over the RGB channels" in shapes3d and "(ε = 0.1)" in shapes3d
 
 
 @pytest.mark.parametrize("channels", [1, 3])

@@ -644,49 +644,130 @@ def check_samples(samples: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     return ordered
 
 
-def differences(samples: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], int]:
-    """Each config's difference to original, magnified for display, and the magnification.
+def signed_difference(
+    changed: np.ndarray, original: np.ndarray, epsilon: float | None = None
+) -> np.ndarray:
+    """``changed - original`` as grey levels on the scale of ``±ε``: uint8 ``[..., H, W, 1]``.
 
-    The integer factor stretches the largest difference over half the grey range; mid-grey is no
-    change. Empty without an ``original`` to compare with.
+    ``t = mean_c(changed - original) / (255·ε)`` over the channels (bytes; ``ε`` on the [0, 1]
+    pixel scale), clipped to ``[-1, 1]``, is drawn as ``floor(128 + 127.5·t)``: no change is
+    128, ``-ε`` is 0 (black) and ``+ε`` is 255 (white), monotone in between. ``ε = None`` takes
+    the largest absolute difference (at least one byte) as the scale. (The card's figure,
+    ``cards.figure.difference_image``, draws the same map.)
+    """
+    changed, original = np.asarray(changed), np.asarray(original)
+    if changed.shape != original.shape:
+        raise InvalidArgumentError(f"shapes differ: {changed.shape} and {original.shape}")
+    diff = (changed.astype(np.float64) - original.astype(np.float64)).mean(axis=-1, keepdims=True)
+    if epsilon is None:
+        bound = max(1.0, float(np.abs(diff).max(initial=0.0)))
+    elif epsilon > 0:
+        bound = 255.0 * float(epsilon)
+    else:
+        raise InvalidArgumentError(f"epsilon must be > 0, got {epsilon}")
+    t = np.clip(diff / bound, -1.0, 1.0)
+    return np.clip(np.floor(128.0 + 127.5 * t), 0, 255).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One difference row of Fig. 3: ``config - original`` drawn by :func:`signed_difference`."""
+
+    config: str
+    epsilon: float | None  # the config's ε, the scale; None: the largest difference
+    image: np.ndarray  # uint8 [n, 64, 64, 1]
+
+    @property
+    def scale(self) -> str:
+        """The value white stands for (black is its negative)."""
+        return "largest |Δ|" if self.epsilon is None else number_label(self.epsilon)
+
+
+def differences(
+    samples: Mapping[str, np.ndarray], epsilons: Mapping[str, float] | None = None
+) -> list[Difference]:
+    """Each config's signed difference to original, ``±ε`` of that config spanning black..white.
+
+    ``epsilons`` maps configs to their ε (a config not in it is scaled by its largest
+    difference). Empty without an ``original`` to compare with.
     """
     if ORIGINAL not in samples:
-        return {}, 1
-    original = samples[ORIGINAL].astype(np.int16)
-    raw = {n: x.astype(np.int16) - original for n, x in samples.items() if n != ORIGINAL}
-    largest = max((int(np.abs(d).max()) for d in raw.values()), default=0)
-    factor = max(1, 127 // largest) if largest else 1
-    shown = {
-        f"{name} − original ×{factor}": np.clip(128 + factor * d, 0, 255).astype(np.uint8)
-        for name, d in raw.items()
-    }
-    return shown, factor
+        return []
+    epsilons = epsilons or {}
+    original = samples[ORIGINAL]
+    return [
+        Difference(name, epsilons.get(name), signed_difference(x, original, epsilons.get(name)))
+        for name, x in samples.items()
+        if name != ORIGINAL
+    ]
+
+
+def _clipping_note(original: np.ndarray) -> str:
+    """What the clip at 0 and 255 does to the differences of ``original``, if anything."""
+    if np.all((original == 0) | (original == 255)):
+        return (
+            "Clipping at 0 and 255 keeps only the inward half of ±ε: the black background can "
+            "only brighten (grey or white) and the white shape only darken (grey or black)."
+        )
+    if np.any((original == 0) | (original == 255)):
+        return (
+            "Clipping at 0 and 255 keeps only the inward half of ±ε where a channel is 0 (it can "
+            "only brighten) or 255 (it can only darken)."
+        )
+    return ""
 
 
 def plot_samples(
-    samples: Mapping[str, np.ndarray], path: str | os.PathLike, columns: int = 6
+    samples: Mapping[str, np.ndarray],
+    path: str | os.PathLike,
+    columns: int = 6,
+    epsilons: Mapping[str, float] | None = None,
 ) -> Path:
-    """Fig. 3: the same grid points in each config, then each difference to original magnified."""
+    """Fig. 3: the same grid points in each config, then each signed difference to original.
+
+    A difference row is :func:`signed_difference` at that config's ε (``epsilons``): mid-grey
+    = no change, black = −ε, white = +ε, with a grey bar labelled in ε beside it.
+    """
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
     ordered = check_samples(samples)
-    shown, factor = differences(ordered)
-    rows = list(ordered.items()) + list(shown.items())
+    shown = differences(ordered, epsilons)
+    rows = [(name, images) for name, images in ordered.items()]
+    rows += [(f"{d.config} − original\n(±ε = ±{d.scale})", d.image) for d in shown]
     k = min(columns, len(rows[0][1]))
-    fig = Figure(figsize=(1.1 * k + 1.4, 1.15 * len(rows) + 0.5), layout="constrained")
-    axes = fig.subplots(len(rows), k, squeeze=False)
+    fig = Figure(figsize=(1.1 * k + 2.0, 1.15 * len(rows) + 0.7), layout="constrained")
+    # a narrow last column holds each difference row's grey bar, so every row keeps its width
+    axes = fig.subplots(len(rows), k + 1, squeeze=False, width_ratios=[1.0] * k + [0.07])
     for r, (label, images) in enumerate(rows):
         for c in range(k):
             ax = axes[r, c]
             image = images[c]
             ax.imshow(
-                image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=255
+                image[..., 0] if image.shape[-1] == 1 else image,
+                cmap="gray",
+                vmin=0,
+                vmax=255,
+                interpolation="nearest",
             )
             ax.set_xticks([])
             ax.set_yticks([])
         axes[r, 0].set_ylabel(label, fontsize=7)
+        axes[r, k].axis("off")
+    for r, d in enumerate(shown, start=len(ordered)):
+        axes[r, k].axis("on")
+        bar = fig.colorbar(
+            ScalarMappable(Normalize(0, 255), cmap="gray"), cax=axes[r, k], ticks=[0, 128, 255]
+        )
+        bar.ax.set_yticklabels([f"−{d.scale}", "0", f"+{d.scale}"], fontsize=7)
     title = "Fig. 3: the same grid points per config"
     if shown:
-        title += f"; differences to original magnified ×{factor} (grey = 0)"
-    _suptitle(fig, title)
+        mean = " (mean over RGB)" if next(iter(ordered.values())).shape[-1] > 1 else ""
+        title += (
+            f"; signed differences to original{mean}: mid-grey = 0, black = −ε, white = +ε. "
+            + _clipping_note(ordered[ORIGINAL])
+        )
+    _suptitle(fig, title.strip())
     return _write_png(fig, path)
 
 
@@ -853,20 +934,29 @@ def write_report(
         parts += _table_sections(records, kind, paper=paper, training=training)
 
     reading = "Columns are the same grid points, rows the configs"
+    epsilons = {config: epsilon for config, (_, epsilon) in _configs(records).items()}
     if samples is not None:
-        shown, factor = differences(check_samples(samples))
+        ordered = check_samples(samples)
+        shown = differences(ordered, epsilons)
+        rgb = next(iter(ordered.values())).shape[-1] > 1
         reading += (
-            f", then each config's difference to `original` magnified ×{factor} around mid-grey "
-            "(grey = no change, lighter = brighter than the original). The perturbation is a "
-            "pattern that follows s; the noise control has no structure, with the same bound ε."
+            ", then each config's signed difference to `original`"
+            + (" (the mean over the RGB channels)" if rgb else "")
+            + ", drawn so that its own ±ε spans the grey range: mid-grey = no change, black = −ε, "
+            "white = +ε ("
+            + ", ".join(f"`{d.config}` ±{d.scale}" for d in shown)
+            + "). The perturbation moves every pixel by the full ±ε, the sign of a fixed random "
+            "±1 pattern that shifts with s, so its difference is black and white dots; the noise "
+            "control moves each pixel by an amount uniform in [−ε, ε], so its difference is "
+            "greys. " + _clipping_note(ordered[ORIGINAL])
             if shown
             else " (no difference rows: the samples hold no `original`)."
-        )
+        ).rstrip()
     parts += _figure_section(
         "## Fig. 3: samples and their difference",
         out,
         FIG3_FILE,
-        None if samples is None else lambda path: plot_samples(samples, path),
+        None if samples is None else lambda path: plot_samples(samples, path, epsilons=epsilons),
         reading,
         "pass `samples` (uint8 images of the same grid points per config) to `write_report`.",
     )
