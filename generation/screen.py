@@ -119,6 +119,38 @@ def evaluate(
     return record
 
 
+def summary_table(folder: Path) -> str:
+    """The screen's records in ``folder`` as one Markdown table, a row per (setting, step)."""
+    records = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+    if not records:
+        return "no screen records in " + str(folder)
+    names = list(dict.fromkeys(r["name"] for r in records))
+    factors = None
+    lines = []
+    for name in names:
+        for r in sorted((r for r in records if r["name"] == name), key=lambda r: r["step"]):
+            gt_names = r["s_entanglement"]["variance_fraction"]
+            factors = factors or list(gt_names)
+            al = r["s_alignment"]
+            up = "–" if r["uptake"] is None else f"{r['uptake']:.3f}"
+            kappa = "–" if r["kappa"] is None else f"{r['kappa']:g}"
+            per = " | ".join(f"{v:.2f}" for v in r["mig_per_factor"])
+            lines.append(
+                f"| {r['config']} | {r['rule'] if r['config'] == 'perturbed' else '–'} | "
+                f"{kappa} | {r['epsilon']:g} | "
+                f"{r['beta']:g} | {r['seed']} | {r['step']:,} | **{r['mig']:.3f}** | {per} | {up} | "
+                f"{al['least_noise']} ({al['least_noise_nmi']:.2f}) | {al['best']} "
+                f"({al['best_nmi']:.2f}) |"
+            )
+    head = (
+        "| config | s rule | κ | ε | β | seed | step | MIG | "
+        + " | ".join(f"MIG {f}" for f in factors or [])
+        + " | uptake | least-noise latent (NMI with s) | latent most informative about s (NMI) |"
+    )
+    rule = "|" + "---|" * (head.count("|") - 1)
+    return "\n".join([head, rule, *lines]) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m generation.screen",
@@ -138,7 +170,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--uptake-points", type=int, default=1_000, help="uptake sample size")
     p.add_argument("--workdir", type=Path, required=True, help="checkpoints and caches")
     p.add_argument("--out", type=Path, required=True, help="folder of the JSON records")
+    p.add_argument(
+        "--summarise",
+        action="store_true",
+        help="train nothing: write OUT/screen.md, a table of every record in --out",
+    )
     a = p.parse_args(argv)
+    if a.summarise:
+        (a.out / "screen.md").write_text(summary_table(a.out))
+        print((a.out / "screen.md").read_text())
+        return 0
     torch.set_num_threads(1)
     milestones = sorted({int(v) for v in a.milestones.split(",")})
     beta_label = "" if a.beta is None else f"-beta{a.beta:g}"

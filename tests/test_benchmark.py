@@ -24,7 +24,12 @@ from perturbed_disentanglement.benchmark.data import (
     identify_dataset,
     load_config,
 )
-from perturbed_disentanglement.benchmark.execute import ERROR_FILE, loader, run_in_process
+from perturbed_disentanglement.benchmark.execute import (
+    ERROR_FILE,
+    loader,
+    run_in_process,
+    trajectory_steps,
+)
 from perturbed_disentanglement.benchmark.plan import (
     PRESETS,
     RunSpec,
@@ -50,6 +55,7 @@ from perturbed_disentanglement.errors import (
     InvalidArgumentError,
 )
 from perturbed_disentanglement.ground_truth.grid import ArrayGroundTruth, Factor
+from perturbed_disentanglement.metrics.diagnostics import s_alignment
 from perturbed_disentanglement.perturbation.pattern import default_strength, max_step
 from perturbed_disentanglement.reference.stage import preset_ground_truth
 
@@ -239,6 +245,7 @@ def _metrics_one_by_one(gt: ArrayGroundTruth, s: np.ndarray, random_state: objec
         "mean_variance": metrics.mean_posterior_variance(logvar).tolist(),
         "factor_latent": latent,
         "information_level": {k: float(level[v]) for k, v in latent.items()},
+        "s_alignment": s_alignment(mu, logvar, s[gt.index(train_f)]),
     }
 
 
@@ -388,6 +395,18 @@ def test_smoke_sweep_writes_a_record_per_run_and_the_report(smoke_sweep: Path) -
         assert 0 <= r["metrics"]["mig"] <= 1 and r["metrics"]["reconstruction"] > 0
         assert (r["metrics"]["active_units"] is None) == (r["model"] == "ae")
         assert r["data"]["num_images"] == 1536
+        diagnosed = r["model"] != "ae"  # the AE has no σ: no alignment, no trajectory
+        assert (r["metrics"]["s_alignment"] is None) == (not diagnosed)
+        # the uptake compares with the original config's images: none for original itself
+        assert (r["metrics"]["uptake"] is None) == (r["data"]["config"] == "original")
+        if diagnosed:
+            steps = [e["step"] for e in r["trajectory"]]
+            assert steps == [*trajectory_steps(r["steps"]), r["steps"]]
+            assert steps[0] < steps[-1] and all(0 <= e["mig"] <= 1 for e in r["trajectory"])
+            assert r["trajectory"][-1]["uptake"] == r["metrics"]["uptake"]
+            assert r["trajectory"][-1]["s_alignment"] == r["metrics"]["s_alignment"]
+        else:
+            assert "trajectory" not in r
     report = (smoke_sweep / "report.md").read_text()
     assert "Table 1" in report and "Table 2" in report
     figures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)

@@ -35,6 +35,7 @@ from ..metrics import (
     sap,
 )
 from ..metrics._random import RandomState, as_generator
+from ..metrics.diagnostics import s_alignment
 from .data import ConfigData, load_config
 
 #: ``encode(uint8 images [n, 64, 64, C]) -> (mu [n, d], logvar [n, d] or None)``.
@@ -187,7 +188,7 @@ def encoder_metrics(
 ) -> dict[str, Any]:
     """The metrics that need the encoder or the whole training sample: MIG, the FactorVAE score
     (which encodes its own batches), the latent of each factor and of ``s``, and the posterior
-    variance metrics (None when not ``stochastic``). Cheap next to the encoding, so a GPU script
+    variance metrics with the alignment of the code with ``s`` (None when not ``stochastic``). Cheap next to the encoding, so a GPU script
     runs them where the encoder lives. ``encode``: a :func:`checked_encoder`."""
     m = mig(codes.mu, codes.factors)
     fv = factor_vae_score(
@@ -200,6 +201,7 @@ def encoder_metrics(
     )
     factor_latent = latent_of_each(codes.mu, codes.factors, s[codes.train_idx], codes.names)
     level = information_level(codes.logvar) if stochastic else None
+    alignment = s_alignment(codes.mu, codes.logvar, s[codes.train_idx]) if stochastic else None
     return {
         "mig": float(m["mig"]),
         "mig_per_factor": dict(zip(codes.names, np.asarray(m["mig_per_factor"]).tolist())),
@@ -210,6 +212,7 @@ def encoder_metrics(
         "information_level": (
             {k: float(level[v]) for k, v in factor_latent.items()} if stochastic else None
         ),
+        "s_alignment": alignment,
     }
 
 
@@ -244,6 +247,7 @@ METRIC_ORDER = (
     "mean_variance",
     "factor_latent",
     "information_level",
+    "s_alignment",
 )
 
 

@@ -6,10 +6,15 @@ with the CPUs (or GPU) it needs; the decoded configs travel through Ray's object
 workers of one machine share one copy. Either way a finished run (its record exists) is skipped,
 an interrupted one resumes from its checkpoint, and a failure is written to ``error.json`` beside
 it, reported, and retried by the next sweep; the other runs go on.
+
+A run on one process also scores the diagnostics that explain its result at a quarter, half and
+three quarters of its steps (MIG, the alignment of the code with ``s``, the pattern uptake): its
+record's ``trajectory`` shows when, and whether, the model learned the pattern.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import traceback
@@ -22,13 +27,16 @@ import numpy as np
 import torch
 
 from .. import __version__
+from ..errors import PerturbedDisentanglementError
 from ..ground_truth.grid import GroundTruth
+from ..metrics import mig
+from ..metrics.diagnostics import pattern_uptake, s_alignment
 from ..training.losses import bernoulli_reconstruction
 from ..training.models import VAE
 from ..training.single import TrainResult, encode, train
 from ..training.zoo import model_spec
 from ..util.atomic import write_json_atomic
-from .data import ConfigData, load_config
+from .data import ConfigData, load_config, sample_images
 from .evaluation import EvaluationSizes, evaluate_representation
 from .plan import RunSpec
 from .records import (
@@ -41,8 +49,10 @@ from .records import (
 )
 
 ERROR_FILE = "error.json"
-#: Grid points whose reconstruction error a record reports.
+#: Grid points whose reconstruction error (and pattern uptake) a record reports.
 RECONSTRUCTION_POINTS = 1_000
+#: Folder of a run's diagnostics at intermediate steps (one JSON file per step).
+TRAJECTORY_DIR = "trajectory"
 
 
 @dataclass
@@ -91,9 +101,83 @@ def reconstruction_metric(
 ) -> float:
     """A record's ``reconstruction``: :func:`reconstruction_error` on ``points`` grid points drawn
     with the run's seed (the same points for every model of a seed)."""
+    return reconstruction_error(
+        vae, gt.images(reconstruction_points(gt, seed, points)), num_threads
+    )
+
+
+def reconstruction_points(
+    gt: GroundTruth, seed: int, points: int = RECONSTRUCTION_POINTS
+) -> np.ndarray:
+    """The grid points (sorted) whose reconstruction a record scores: drawn with the run's seed."""
     rng = np.random.default_rng(seed)
-    chosen = rng.choice(len(gt), size=min(points, len(gt)), replace=False)
-    return reconstruction_error(vae, gt.images(np.sort(chosen)), num_threads)
+    return np.sort(rng.choice(len(gt), size=min(points, len(gt)), replace=False))
+
+
+def original_images(data: ConfigData, indices: np.ndarray) -> np.ndarray | None:
+    """The ``original`` config's images of ``indices`` (what the pattern uptake compares with),
+    or None for the original config itself or a dataset without one."""
+    if data.describe()["kind"] == "original":
+        return None
+    try:
+        return sample_images(data.data, ["original"], indices)["original"]
+    except PerturbedDisentanglementError:
+        return None
+
+
+def uptake(
+    vae: VAE,
+    data: ConfigData,
+    indices: np.ndarray,
+    originals: np.ndarray | None,
+    num_threads: int | None = None,
+) -> float | None:
+    """:func:`~..metrics.diagnostics.pattern_uptake` of ``vae`` on the grid points ``indices``
+    (None without originals): how much of the perturbation its decoder reproduces."""
+    if originals is None:
+        return None
+    images = data.ground_truth.images(indices)
+    mu, _ = encode(vae, images, num_threads=num_threads)
+    with torch.no_grad():
+        param = next(vae.parameters())
+        logits = vae.decode(torch.from_numpy(mu).to(param.device, param.dtype))
+        reconstruction = torch.sigmoid(logits).permute(0, 2, 3, 1).float().cpu().numpy()
+    return pattern_uptake(originals, images, reconstruction)
+
+
+def trajectory_steps(steps: int) -> tuple[int, ...]:
+    """The intermediate steps a run is diagnosed at: a quarter, half and three quarters."""
+    return tuple(sorted({steps * q // 4 for q in (1, 2, 3)} - {0, steps}))
+
+
+def diagnose(
+    vae: VAE,
+    data: ConfigData,
+    step: int,
+    *,
+    seed: int,
+    sizes: EvaluationSizes,
+    originals: tuple[np.ndarray, np.ndarray | None],
+    num_threads: int | None = None,
+) -> dict[str, Any]:
+    """One trajectory entry: MIG and the alignment with ``s`` on ``sizes.num_train`` uniform grid
+    samples (the run's seed), and the uptake on the reconstruction points."""
+    gt = data.ground_truth
+    rng = np.random.default_rng(seed)
+    factors = gt.sample_factors(sizes.num_train, rng).astype(np.int64)
+    idx = gt.index(factors)
+    mu, logvar = encode(vae, gt.images(idx), num_threads=num_threads)
+    keep = [k for k, n in enumerate(gt.factor_sizes) if n >= 2]
+    m = mig(mu, factors[:, keep])
+    return {
+        "step": int(step),
+        "mig": float(m["mig"]),
+        "mig_per_factor": dict(
+            zip([gt.factor_names[k] for k in keep], np.asarray(m["mig_per_factor"]).tolist())
+        ),
+        "s_alignment": s_alignment(mu, logvar, data.s[idx]),
+        "uptake": uptake(vae, data, originals[0], originals[1], num_threads),
+    }
 
 
 def assemble_record(
@@ -140,8 +224,10 @@ def record_of(
     sizes: EvaluationSizes,
     num_threads: int | None,
     n_jobs: int = 1,
+    originals: tuple[np.ndarray, np.ndarray | None] | None = None,
 ) -> dict[str, Any]:
-    """Score a trained run and assemble its record (see :mod:`.records`)."""
+    """Score a trained run and assemble its record (see :mod:`.records`). ``originals``: the
+    reconstruction points and their original images, if already read (for the uptake)."""
     vae = result.objective.vae.eval()
     t0 = time.perf_counter()
     metrics = evaluate_representation(
@@ -156,6 +242,10 @@ def record_of(
     metrics["reconstruction"] = reconstruction_metric(
         vae, data.ground_truth, spec.seed, num_threads
     )
+    if originals is None:
+        points = reconstruction_points(data.ground_truth, spec.seed)
+        originals = (points, original_images(data, points))
+    metrics["uptake"] = uptake(vae, data, *originals, num_threads)
     return assemble_record(
         spec,
         data,
@@ -203,24 +293,59 @@ def run_one(
     existing = finished_record(out, spec.run_id)
     if existing is not None:
         return existing
-    result = train(
-        spec.model,
-        data.ground_truth.all_images(),
-        dataset=data.dataset,
-        hparams=spec.hparams,
-        steps=spec.steps,
-        batch_size=spec.batch_size,
-        seed=spec.seed,
-        device=device,
-        checkpoint_dir=run_dir(out, spec.run_id) / CHECKPOINT_DIR,
-        checkpoint_every=min(checkpoint_every, spec.steps),
-        keep_checkpoints=1,
-        num_threads=num_threads,
-        progress=progress,
-    )
+
+    def train_to(steps: int) -> TrainResult:
+        return train(
+            spec.model,
+            data.ground_truth.all_images(),
+            dataset=data.dataset,
+            hparams=spec.hparams,
+            steps=steps,
+            batch_size=spec.batch_size,
+            seed=spec.seed,
+            device=device,
+            checkpoint_dir=run_dir(out, spec.run_id) / CHECKPOINT_DIR,
+            checkpoint_every=min(checkpoint_every, spec.steps),
+            keep_checkpoints=1,
+            num_threads=num_threads,
+            progress=progress,
+        )
+
+    deterministic = model_spec(spec.model).deterministic
+    trajectory = []
+    folder = run_dir(out, spec.run_id) / TRAJECTORY_DIR
+    points = reconstruction_points(data.ground_truth, spec.seed)
+    originals = (points, original_images(data, points))
+    for step in () if deterministic else trajectory_steps(spec.steps):
+        path = folder / f"step-{step}.json"
+        if not path.exists():  # written before any later step trains: a resume recomputes it
+            vae = train_to(step).objective.vae.eval()
+            entry = diagnose(
+                vae,
+                data,
+                step,
+                seed=spec.seed,
+                sizes=sizes,
+                originals=originals,
+                num_threads=num_threads,
+            )
+            write_json_atomic(path, entry)
+        trajectory.append(json.loads(path.read_text()))
+    result = train_to(spec.steps)
     record = record_of(
-        spec, data, result, preset=preset, sizes=sizes, num_threads=num_threads, n_jobs=n_jobs
+        spec,
+        data,
+        result,
+        preset=preset,
+        sizes=sizes,
+        num_threads=num_threads,
+        n_jobs=n_jobs,
+        originals=originals,
     )
+    metrics = record["metrics"]
+    if not deterministic:
+        final = {k: metrics[k] for k in ("mig", "mig_per_factor", "s_alignment", "uptake")}
+        record["trajectory"] = [*trajectory, {"step": spec.steps, **final}]
     _done(out, spec, record)
     return record
 

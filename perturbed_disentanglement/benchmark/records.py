@@ -26,8 +26,15 @@ The record (``format_version`` 1)::
         "active_units": int, "mean_variance": [float] * d,
         "reconstruction": float,                          # mean per-image Bernoulli loss (nats)
         "factor_latent": {factor: int, "s": int},         # latent most informative about each
-        "information_level": {factor: float, "s": float}  # 1 - E sigma^2 of that latent (Fig. 4c)
-      },                                                  # (σ metrics None for the AE: no σ head)
+        "information_level": {factor: float, "s": float}, # 1 - E sigma^2 of that latent (Fig. 4c)
+        "s_alignment": {"nmi": [float] * d, "mean_variance": [float] * d, "least_noise": int,
+                        "least_noise_nmi": float, "best": int, "best_nmi": float,
+                        "follows_s": bool},                 # I(z_k; s) / H(s), binned like MIG
+        "uptake": float | None                            # share of the perturbation the
+      },                                                  # decoder reproduces (None: original)
+                                                          # (σ metrics None for the AE: no σ head)
+      "trajectory": [{"step": int, "mig": float, "mig_per_factor": {...}, "s_alignment": {...},
+                      "uptake": float | None}],           # at 1/4, 1/2, 3/4 and all the steps
       "training": {"seconds": float, "steps_per_second": float, "device": str,
                    "precision": str, "num_threads": int, "final_loss": {term: float}},
       "evaluation": {"seconds": float, "random_state": int, "num_train": int, "num_test": int,
