@@ -71,7 +71,8 @@ def test_alignment_of_hand_made_decoders() -> None:
     assert al.to_global == pytest.approx(45, abs=1e-9)
     assert 0 < al.to_local < 90  # 0° on the rising legs, 90° on the falling ones
     rising = toy.local_direction(data.points, data.epsilon)[:, 1] > 0
-    assert al.to_local == pytest.approx(90 * float((~rising).double().mean()), abs=1e-9)
+    # acos near 1 is ill-conditioned: one ulp below 1 is 1.2e-6° (a bound, not a recorded float)
+    assert al.to_local == pytest.approx(90 * float((~rising).double().mean()), abs=1e-5)
 
 
 def test_two_latents_pick_the_one_with_least_noise() -> None:

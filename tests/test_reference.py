@@ -447,3 +447,33 @@ def test_cpu_restarts_share_one_memory_mapped_grid(tmp_path: Path) -> None:
     mended = reference_module._training_images(plan, cpu, logged.append)
     assert "not this grid's images" in logged[-1]
     np.testing.assert_array_equal(mended, plan.grid.all_images())
+
+
+def test_the_grid_fingerprints_do_not_depend_on_the_cpus_vector_paths() -> None:
+    """The shipped references name their grid by a fingerprint of rendered images (a hash of
+    float computations). Rendered again in this run with numpy's wider vector paths and BLAS
+    kernels switched off, the fingerprints must not move: the renderers round to uint8, and a
+    machine without AVX-512 takes those other paths."""
+    code = (
+        "from perturbed_disentanglement import ground_truth as g;"
+        "from perturbed_disentanglement.reference import grid_identity as f;"
+        "print(f(g('shapes3d'))['fingerprint'], f(g('dsprites'))['fingerprint'])"
+    )
+
+    def fingerprints(**env: str) -> str:
+        return subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+
+    here = fingerprints()
+    assert len(here.split()) == 2
+    for env in (
+        {"NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL"},
+        {"NPY_DISABLE_CPU_FEATURES": "X86_V3 X86_V4 AVX512_ICL"},
+        {"OPENBLAS_CORETYPE": "Haswell"},
+    ):
+        assert fingerprints(**env) == here, env
