@@ -5,6 +5,6 @@ See README.md. The public entry point for data is :func:`ground_truth`.
 
 from .ground_truth import ArrayGroundTruth, Factor, GroundTruth, ground_truth
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = ["ArrayGroundTruth", "Factor", "GroundTruth", "ground_truth", "__version__"]
