@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from perturbed_disentanglement.perturbation.difference import signed_difference
 from perturbed_disentanglement.util.png import PngEncoder
 
 SCALE = 3  # each 64×64 image is drawn 192×192 (nearest neighbour)
@@ -26,29 +27,8 @@ def _epsilon_text(epsilon: float) -> str:
     return f"{epsilon:g}"
 
 
-def difference_image(
-    changed: np.ndarray, original: np.ndarray, epsilon: float | None = None
-) -> np.ndarray:
-    """The signed difference ``changed - original`` as grey levels, ``±ε`` spanning black..white.
-
-    ``t = mean_c(changed - original) / (255·ε)`` over the channels (bytes; ``ε`` on the [0, 1]
-    pixel scale), clipped to ``[-1, 1]``, is drawn as ``floor(128 + 127.5·t)``: no change is
-    128, ``-ε`` is 0 and ``+ε`` is 255, monotone in between. ``ε = None`` takes the largest
-    absolute difference (at least one byte) as the scale. uint8 ``[..., H, W, 1]``.
-    """
-    changed = np.asarray(changed)
-    original = np.asarray(original)
-    if changed.shape != original.shape:
-        raise ValueError(f"shapes differ: {changed.shape} and {original.shape}")
-    diff = (changed.astype(np.float64) - original.astype(np.float64)).mean(axis=-1, keepdims=True)
-    if epsilon is None:
-        bound = max(1.0, float(np.abs(diff).max(initial=0.0)))
-    else:
-        if not epsilon > 0:
-            raise ValueError(f"epsilon must be > 0, got {epsilon}")
-        bound = 255.0 * float(epsilon)
-    t = np.clip(diff / bound, -1.0, 1.0)
-    return np.clip(np.floor(128.0 + 127.5 * t), 0, 255).astype(np.uint8)
+#: The card's difference map is the package's (the report's Fig. 3 draws the same).
+difference_image = signed_difference
 
 
 def _font(size: int):

@@ -21,6 +21,7 @@ from perturbed_disentanglement.benchmark.report import (
     FIG3_FILE,
     FIG4C_FILE,
     FIG5_FILE,
+    alignment_rows,
     comparison_markdown,
     comparison_table,
     differences,
@@ -391,3 +392,31 @@ def test_the_committed_cpu_results_rebuild_their_tables(tmp_path: Path) -> None:
 
     assert tables(report) == tables((committed / "report.md").read_text(encoding="utf-8"))
     assert "| β-VAE beta=8 | MIG | 0.058 ± 0.036 (3) | 0.023 ± 0.010 (3) |" in report
+
+
+def test_the_alignment_signature_counts_the_seeds_whose_least_noise_latent_follows_s(
+    tmp_path: Path,
+) -> None:
+    records = []
+    for config, nmi, follows, uptake in (
+        ("original", (0.1, 0.2), (False, False), None),
+        ("perturbed", (0.8, 0.6), (True, False), 0.5),
+    ):
+        for seed in (0, 1):
+            r = make_record(config=config, seed=seed)
+            r["metrics"]["s_alignment"] = {
+                "least_noise_nmi": nmi[seed],
+                "follows_s": follows[seed],
+            }
+            r["metrics"]["uptake"] = uptake
+            records.append(r)
+    rows = alignment_rows(records)
+    assert [row.config for row in rows] == ["original", "perturbed"]
+    assert rows[0].least_noise_nmi.mean == pytest.approx(0.15) and rows[0].follows == 0
+    assert rows[0].uptake is None
+    assert rows[1].least_noise_nmi.mean == pytest.approx(0.7) and rows[1].follows == 1
+    assert rows[1].uptake.mean == pytest.approx(0.5) and rows[1].uptake.n == 2
+    text = write_report(records, tmp_path).read_text()
+    assert "| β-VAE beta=8 | `perturbed` | 0.70 ± 0.14 (2) | 1 of 2 | 0.50 ± 0.00 (2) |" in text
+    older = write_report([make_record(config="original")], tmp_path / "old").read_text()
+    assert "no record carries `metrics.s_alignment`" in older
