@@ -186,7 +186,7 @@ def bench_pipeline(
     ctx: Context, configs: list[DatasetConfig], rows: int, jobs: int, tmp: Path
 ) -> dict:
     """The build's shard stage and its verification for every config on rows [0, rows)."""
-    from generation.verify import _Rows
+    from builders.verification import _Rows
 
     blocks = [(a, min(a + ROW_GROUP_ROWS, rows)) for a in range(0, rows, ROW_GROUP_ROWS)]
     writers = {

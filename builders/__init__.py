@@ -2,7 +2,8 @@
 
 ``get_builder("dsprites")`` gives :class:`~builders.perturbed_dsprites.PerturbedDSprites`,
 ``get_builder("shapes3d")`` :class:`~builders.perturbed_shapes3d.PerturbedShapes3D`. The build
-(``python -m generation.build``) writes their folders; ``python -m builders.publish`` uploads one.
+(``python -m generation.build``) writes their folders; :mod:`builders.verification` checks one
+(``python -m generation.verify`` is its command line); ``python -m builders.publish`` uploads one.
 """
 
 from __future__ import annotations

@@ -9,6 +9,11 @@ machine paths, so the same build gives the same manifest; the card is rendered f
 The ownership record (:data:`STATE_FILE`, hidden, never uploaded) lists every file the package
 wrote into the folder: a rebuild replaces or removes only those, and refuses a folder holding
 anything else unless told to (``--overwrite``), so nothing it did not write is ever deleted.
+
+An unfinished build is not a dataset, by construction: its card is :func:`unfinished_card`,
+whose ``configs:`` is not a list, so ``datasets.load_dataset`` refuses the folder with a message
+that says what to do, and its shards are staged in :data:`STAGING_DIR` (hidden: ``datasets``
+ignores names that start with ``.``); they move into ``data/`` only once every row has verified.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +35,11 @@ STATE_FILE = ".perturbed-disentanglement-build.json"
 FORMAT = "perturbed-disentanglement/dataset-manifest"
 FORMAT_VERSION = 1
 STATE_FORMAT = "perturbed-disentanglement/build-state"
+#: where a build writes the folder it is making (shards, figure, manifest, card), inside the
+#: output folder (same filesystem: the final moves are renames) and hidden from ``datasets``
+STAGING_DIR = ".unfinished-build"
+#: the line that marks the card of an unfinished build
+UNFINISHED_MARKER = "<!-- perturbed-disentanglement: unfinished build -->"
 
 _REQUIRED = (
     "format",
@@ -166,6 +177,61 @@ def listed_files(manifest: dict[str, Any]) -> list[str]:
     for config in manifest["configs"].values():
         files += [shard["path"] for shard in config["shards"]]
     return files
+
+
+# --- an unfinished build ------------------------------------------------------------------
+def unfinished_message(name: str, command: str) -> str:
+    """What ``load_dataset`` says about an unfinished folder (the card's ``configs:`` value)."""
+    return (
+        f"UNFINISHED BUILD: this folder is not a dataset yet; a build of {name} into it was "
+        f"interrupted or is still running. Rerun it to finish (finished shards are reused): "
+        f"{command}"
+    )
+
+
+def unfinished_card(name: str, command: str) -> str:
+    """The card of a folder being built: ``load_dataset`` fails on it, naming the problem.
+
+    Its ``configs:`` is a string, not a list, so ``datasets`` raises ``ValueError: Expected
+    configs to be a list, but got 'UNFINISHED BUILD: …'`` for every config; the build replaces
+    it with the real card as its very last step.
+    """
+    # a JSON string is a YAML double-quoted scalar: any command line is quoted safely
+    header = f"configs: {json.dumps(unfinished_message(name, command))}\n"
+    return (
+        f"---\n{header}---\n{UNFINISHED_MARKER}\n\n# Unfinished build of {name}\n\n"
+        "This folder is not a dataset yet: its build was interrupted or is still running. "
+        f"The shards being written are in `{STAGING_DIR}/` (hidden from `datasets`); they move "
+        "into `data/` only once every row has been verified, and this card is then replaced by "
+        "the dataset's. Until then `datasets.load_dataset` refuses the folder (the `configs:` "
+        "above is deliberately not a list). Rerun the build to finish it; the shards already "
+        "written are reused:\n\n"
+        f"    {command}\n"
+    )
+
+
+def unfinished(folder: str | os.PathLike) -> str | None:
+    """Why ``folder`` is an unfinished build (the message of its :func:`unfinished_card`, which
+    names the command that finishes it), or None if it is not one. A folder without a card but
+    with a staging folder is unfinished too."""
+    folder = Path(folder)
+    card = folder / CARD_FILE
+    if not card.is_file():
+        if (folder / STAGING_DIR).is_dir():
+            return unfinished_message(folder.name, "python -m generation.build ... (as before)")
+        return None
+    try:
+        with open(card, encoding="utf-8", errors="replace") as f:
+            head = f.read(1 << 16)
+    except OSError:
+        return None
+    if UNFINISHED_MARKER not in head:
+        return None
+    found = re.search(r"^configs: (\".*\")$", head, re.MULTILINE)
+    try:
+        return str(json.loads(found.group(1)))
+    except (AttributeError, ValueError):
+        return unfinished_message(folder.name, "python -m generation.build ... (as before)")
 
 
 # --- the ownership record -------------------------------------------------------------------

@@ -22,6 +22,7 @@ from typing import Any
 from perturbed_disentanglement.errors import PerturbedDisentanglementError
 
 from .manifest import listed_files, read_manifest, read_state
+from .verification import stamp, verify_folder
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 
@@ -59,8 +60,6 @@ def plan_upload(
     log: Any = print,
 ) -> UploadPlan:
     """Check the folder (see the module docstring) and list what would be uploaded."""
-    from generation.verify import stamp, verify_folder
-
     if not isinstance(repo_id, str) or not _REPO_ID.match(repo_id):
         raise PublishError(
             f"--repo-id must look like ORG/NAME (e.g. me/perturbed-dsprites), got {repo_id!r}"

@@ -5,13 +5,24 @@
     python -m generation.build --smoke                 # seconds: a strided sub-grid, smoke reference
 
 Stages: ground truth -> s (the reference's leading latent) -> pattern -> each config's Parquet
-shards -> manifest, figure and card -> verification of every row. Shards are generated in blocks
-of 1,024 rows on ``--jobs`` threads (render once, then every config that needs the block:
-perturb, PNG-encode, Arrow), written atomically, and recorded in ``--workdir`` with a key of
+shards -> manifest, figure and card -> verification of every row -> commit. Shards are generated
+in blocks of 1,024 rows on ``--jobs`` threads (render once, then every config that needs the
+block: perturb, PNG-encode, Arrow), written atomically, and recorded in ``--workdir`` with a key of
 everything they depend on: a rerun after a kill resumes, an unchanged shard is reused after its
 sha256 is re-checked, and a changed parameter rebuilds exactly the shards that depend on it
 (ε: perturbed and noise; κ: perturbed; the seed: perturbed and noise; s: everything). Memory
 stays at a few blocks whatever the grid.
+
+An unfinished output is not a dataset, by construction. The build's first write is the card of
+an unfinished build (:func:`builders.manifest.unfinished_card`: ``load_dataset`` refuses the
+folder with ``ValueError: Expected configs to be a list, but got 'UNFINISHED BUILD: …'``, which
+names the command that finishes it). Shards, figure, manifest and the real card are written into
+``OUT/.unfinished-build/`` (hidden: ``datasets`` ignores it), laid out as the finished folder,
+and verified there. Only then are they renamed into place (same filesystem: no copy): ``data/``
+as one directory (the previous build's ``data/`` is first moved aside, so ``data/`` never mixes
+two builds), the figure and the manifest, and last the card, which makes the folder a dataset. A
+kill at any point leaves the unfinished card; the rerun finds the shards, staged or already moved,
+re-checks their sha256 and finishes the moves (a verification of the same manifest is not redone).
 
 The output folder is refused if it holds files this package did not write (``--overwrite``
 builds into it anyway; files at the build's own paths are moved to WORKDIR/displaced, the rest is
@@ -26,7 +37,9 @@ import json
 import math
 import os
 import re
+import shlex
 import shutil
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -42,6 +55,7 @@ from filelock import FileLock, Timeout
 import cards  # the card stage runs last: an import problem must show at once
 from builders import BUILDERS, get_builder
 from builders.base import (
+    DATA_DIR,
     PARQUET_SETTINGS,
     ROW_GROUP_ROWS,
     PerturbedBuilder,
@@ -55,9 +69,11 @@ from builders.manifest import (
     FORMAT,
     FORMAT_VERSION,
     MANIFEST_FILE,
+    STAGING_DIR,
     STATE_FILE,
     new_state,
     read_state,
+    unfinished_card,
     write_manifest,
     write_state,
 )
@@ -92,6 +108,7 @@ from perturbed_disentanglement.reference.stage import (
     s_sha256,
 )
 from perturbed_disentanglement.util.atomic import (
+    fsync_dir,
     write_bytes_atomic,
     write_json_atomic,
     write_npy_atomic,
@@ -102,6 +119,11 @@ BUILD_FORMAT = 1  # bump when the bytes a shard holds change for the same inputs
 SAMPLE_ROWS = 256  # rows encoded to plan each config's shard size
 FIGURE_ROWS = 4
 WORKDIR_MARKER = ".perturbed-disentanglement-workdir.json"
+#: where the previous build's ``data/`` waits during the commit (inside the staging folder)
+OLD_DATA = "old-data"
+#: a test hook: ``shards:N`` kills the build with SIGKILL (no clean-up at all) once it has written
+#: N shards, ``commit:N`` after the N-th step of the commit (see :func:`commit`)
+KILL_ENV = "PERTURBED_DISENTANGLEMENT_TEST_KILL_BUILD"
 #: temporary files of the package's atomic writes at the build's own paths: ``.<target>.XXXX.tmp``
 #: (perturbed_disentanglement.util.atomic, builders.base.ShardWriter; XXXX is mkstemp's random part)
 #: for the targets a build writes (card, manifest, figure, shards); nothing else is a temp file
@@ -215,7 +237,8 @@ def resolve_options(opts: BuildOptions) -> BuildOptions:
 
 # --- folders ---------------------------------------------------------------------------------
 def _files(folder: Path) -> list[str]:
-    """Every file below ``folder`` (relative POSIX paths), the ownership record excepted."""
+    """Every file below ``folder`` (relative POSIX paths), the ownership record excepted (the
+    staging folder's files included)."""
     out = []
     for root, _dirs, names in os.walk(folder):
         for name in names:
@@ -226,8 +249,20 @@ def _files(folder: Path) -> list[str]:
 
 
 def _is_build_path(rel: str) -> bool:
-    """Paths a build writes: the card, the manifest, images/ and data/."""
-    return rel in (CARD_FILE, MANIFEST_FILE) or rel.startswith(("data/", "images/"))
+    """Paths a build writes: the card, the manifest, images/, data/ and the staging folder."""
+    return rel in (CARD_FILE, MANIFEST_FILE, "data", "images") or rel.startswith(
+        ("data/", "images/", f"{STAGING_DIR}/")
+    )
+
+
+def _is_staged(rel: str) -> bool:
+    return rel == STAGING_DIR or rel.startswith(f"{STAGING_DIR}/")
+
+
+def _kill_point(where: str, n: int) -> None:
+    """The test hook of :data:`KILL_ENV`: die here as a killed build does, without clean-up."""
+    if os.environ.get(KILL_ENV) == f"{where}:{n}":
+        os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))
 
 
 def _check_workdir(workdir: Path, out: Path) -> None:
@@ -263,7 +298,7 @@ def check_out(out: Path, workdir: Path, overwrite: bool) -> list[str]:
     foreign = [
         f
         for f in _files(out)
-        if f not in owned and f not in accepted and not (state and _is_temp(f))
+        if f not in owned and f not in accepted and not (state and (_is_temp(f) or _is_staged(f)))
     ]
     if foreign and not overwrite:
         shown = ", ".join(foreign[:8]) + (
@@ -272,7 +307,8 @@ def check_out(out: Path, workdir: Path, overwrite: bool) -> list[str]:
         raise BuildError(
             f"--out {out} already holds files this package did not write ({shown}). Choose "
             "an empty or new folder, or pass --overwrite to build into it: files at the "
-            "build's paths (README.md, manifest.json, data/, images/) are then moved to "
+            f"build's paths (README.md, manifest.json, data/, images/, {STAGING_DIR}/) are then "
+            "moved to "
             f"{workdir / 'displaced'}, every other file is left untouched; nothing is deleted"
         )
     return foreign
@@ -289,46 +325,84 @@ def _is_temp(rel: str) -> bool:
     )
 
 
+def _displaced_dir(workdir: Path) -> Path:
+    n = 1
+    while (workdir / "displaced" / str(n)).exists():
+        n += 1
+    return workdir / "displaced" / str(n)
+
+
+def _move(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(source), str(target))
+
+
 def prepare_out(
-    out: Path, workdir: Path, overwrite: bool, log: Callable[[str], None]
+    out: Path,
+    workdir: Path,
+    overwrite: bool,
+    log: Callable[[str], None],
+    card: str | None = None,
 ) -> tuple[dict, str | None]:
-    """Claim ``out`` for this build and return its ownership record (see the module docstring).
+    """Claim ``out`` for this build, mark it unfinished and return its ownership record (see the
+    module docstring).
 
     Refuses a folder with files the package did not write unless ``overwrite``; then the foreign
     files at the build's paths are moved to ``workdir/displaced/<n>/`` and the others accepted
-    (left alone). Our own README and manifest are removed, so an unfinished folder never looks
-    finished; temporary files of an interrupted run are removed. Also returns the sha256 of the
-    manifest the folder last verified with (None if never).
+    (left alone). The card becomes ``card`` (the unfinished build's, which ``load_dataset``
+    refuses) before anything else changes: a foreign card is moved aside first and replaced at
+    once. Our manifest and temporary files of an interrupted run are removed. Also returns the
+    sha256 of the manifest the build last verified (None if never).
     """
     foreign = check_out(out, workdir, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     state = read_state(out)
+    ours = state is not None
     owned = set(state["written"]) if state else set()
     accepted = set(state["accepted"]) if state else set()
-    displaced = [f for f in foreign if _is_build_path(f)]
+    previous = state.get("verified_manifest") if state else None
+    state = state or new_state()
+    state["accepted"] = sorted(accepted | {f for f in foreign if not _is_build_path(f)})
+    state.update(complete=False, verified_manifest=None)
+    card = card or unfinished_card(out.name, "python -m generation.build --out " + str(out))
+
+    def mark_unfinished() -> None:
+        state["written"] = sorted(set(state["written"]) | {CARD_FILE})
+        write_state(out, state)  # the card is ours before it is written
+        write_bytes_atomic(out / CARD_FILE, card.encode())
+
+    # the card first: a foreign one is moved aside and at once replaced by the unfinished card
+    displaced = sorted((f for f in foreign if _is_build_path(f)), key=lambda f: f != CARD_FILE)
+    if CARD_FILE not in displaced:
+        mark_unfinished()
     if displaced:
-        n = 1
-        while (workdir / "displaced" / str(n)).exists():
-            n += 1
-        target = workdir / "displaced" / str(n)
+        target = _displaced_dir(workdir)
         for rel in displaced:
-            (target / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(str(out / rel), str(target / rel))
+            _move(out / rel, target / rel)
+            if rel == CARD_FILE:
+                mark_unfinished()
         log(f"moved {len(displaced)} file(s) that were in the way to {target}")
-    accepted |= {f for f in foreign if not _is_build_path(f)}
-    if state:
+    if MANIFEST_FILE in owned:
+        (out / MANIFEST_FILE).unlink(missing_ok=True)
+    if ours:  # temporary files of our atomic writes (check_out counts them as ours)
         for rel in _files(out):
             if _is_temp(rel):
                 (out / rel).unlink(missing_ok=True)
-    state = state or new_state()
-    state["accepted"] = sorted(accepted)
-    previous = state.get("verified_manifest")
-    for rel in (CARD_FILE, MANIFEST_FILE):
-        if rel in owned:
-            (out / rel).unlink(missing_ok=True)
-    state.update(complete=False, verified_manifest=None)
-    write_state(out, state)
+    _clean_stage(out / STAGING_DIR)
     return state, previous
+
+
+def _clean_stage(stage: Path) -> None:
+    """Remove what a killed build left in the staging folder besides finished files: temporary
+    files and the previous build's ``data/`` of an interrupted commit (all of it ours)."""
+    if (stage / OLD_DATA).is_dir():
+        shutil.rmtree(stage / OLD_DATA)
+    if not stage.is_dir():
+        return
+    for root, _dirs, names in os.walk(stage):
+        for name in names:
+            if name.startswith(".") and name.endswith(".tmp"):
+                Path(root, name).unlink(missing_ok=True)
 
 
 # --- the stages ------------------------------------------------------------------------------
@@ -517,8 +591,10 @@ def _ledger_path(workdir: Path, plan: ShardPlan) -> Path:
     return workdir / "shards" / plan.config.name / (Path(plan.path).name + ".json")
 
 
-def _reusable(out: Path, workdir: Path, plan: ShardPlan, log: Callable) -> dict | None:
-    """The ledger entry of a finished shard whose file is intact, else None (then rebuild)."""
+def _reusable(stage: Path, out: Path, workdir: Path, plan: ShardPlan, log: Callable) -> dict | None:
+    """The ledger entry of a finished shard whose file is intact, staged or in place in ``out``
+    (a build or commit that was interrupted, or an earlier build), else None (then rebuild). A
+    shard found in ``out`` is moved (renamed) back into the staging folder."""
     ledger = _ledger_path(workdir, plan)
     if not ledger.exists():
         return None
@@ -532,34 +608,40 @@ def _reusable(out: Path, workdir: Path, plan: ShardPlan, log: Callable) -> dict 
         return None
     if entry["key"] != plan.key:
         return None
-    target = out / plan.path
-    if not target.exists():
-        return None
-    if target.stat().st_size != entry["bytes"] or sha256_of(target) != entry["sha256"]:
-        log(f"{plan.path} differs from what this build wrote (corrupt or modified): rebuilding")
-        return None
-    return entry
+    for folder in (stage, out):
+        target = folder / plan.path
+        if not target.is_file():
+            continue
+        if target.stat().st_size != entry["bytes"] or sha256_of(target) != entry["sha256"]:
+            log(f"{plan.path} differs from what this build wrote (corrupt or modified): rebuilding")
+            continue  # a corrupt staged shard is replaced, one in out/ goes with the old data/
+        if folder == out:
+            (stage / plan.path).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(target, stage / plan.path)
+        return entry
+    return None
 
 
 def build_shards(
     ctx: Context,
     plans: list[ShardPlan],
+    stage: Path,
     out: Path,
     workdir: Path,
-    state: dict,
     *,
     jobs: int,
     block_rows: int,
     progress: bool,
     log: Callable,
 ) -> tuple[dict[str, dict], dict[str, int], dict[str, int]]:
-    """Write every shard in ``plans`` that is not already intact; returns the ledger entries."""
+    """Write every shard in ``plans`` that is not already intact into the staging folder
+    ``stage`` (see :func:`_reusable`); returns the ledger entries, the shards built and reused."""
     entries: dict[str, dict] = {}
     built: dict[str, int] = {}
     reused: dict[str, int] = {}
     todo: list[ShardPlan] = []
     for plan in plans:
-        entry = _reusable(out, workdir, plan, log)
+        entry = _reusable(stage, out, workdir, plan, log)
         if entry is None:
             todo.append(plan)
         else:
@@ -578,9 +660,7 @@ def build_shards(
 
     bar = tqdm(total=total, unit="img", desc="shards", disable=not progress, smoothing=0.1)
     writers: dict[str, ShardWriter] = {}
-    for plan in todo:  # claim the paths first: an interrupted shard is still ours
-        state["written"].append(plan.path)
-    write_state(out, state)
+    written = 0
 
     def work(block: tuple[int, int, list[ShardPlan]]) -> tuple[int, int, list, dict]:
         a, b, shard_plans = block
@@ -591,7 +671,7 @@ def build_shards(
             for plan in shard_plans:
                 writer = writers.get(plan.path)
                 if writer is None:
-                    writer = writers[plan.path] = ShardWriter(out / plan.path, ctx.builder.schema)
+                    writer = writers[plan.path] = ShardWriter(stage / plan.path, ctx.builder.schema)
                 writer.write(tables[plan.config.name])
                 if b >= plan.stop:
                     if writer.rows != plan.stop - plan.start:  # a bug, never a partial shard
@@ -603,6 +683,8 @@ def build_shards(
                     write_json_atomic(_ledger_path(workdir, plan), entry)
                     entries[plan.path] = entry
                     built[plan.config.name] = built.get(plan.config.name, 0) + 1
+                    written += 1
+                    _kill_point("shards", written)
             bar.update((b - a) * len(shard_plans))
     finally:
         for writer in writers.values():
@@ -664,7 +746,9 @@ def _build(
     """The stages, once the folders are checked and the work directory is locked."""
     gt, grid, gt_info = stages.run("ground truth", lambda: _ground_truth(opts, builder))
     log(f"  {grid!r}: {len(grid):,} images")
-    state, previously_verified = prepare_out(out, workdir, opts.overwrite, log)
+    card = unfinished_card(builder.repo_name, build_command(opts))
+    state, previously_verified = prepare_out(out, workdir, opts.overwrite, log, card=card)
+    stage = out / STAGING_DIR
 
     def s_stage() -> tuple[np.ndarray, dict]:
         s, ref_info = _reference(opts, gt, grid, workdir, log)
@@ -742,9 +826,9 @@ def _build(
         entries, built, reused = build_shards(
             ctx,
             plans,
+            stage,
             out,
             workdir,
-            state,
             jobs=opts.jobs,
             block_rows=block_rows,
             progress=opts.progress,
@@ -754,18 +838,13 @@ def _build(
 
     plans, entries, built, reused, block_rows = stages.run("shards", shard_stage)
 
+    planned = {p.path for p in plans} | {CARD_FILE, MANIFEST_FILE, FIGURE_FILE}
+
     def card_stage() -> tuple[dict, str]:
-        planned = {p.path for p in plans} | {CARD_FILE, MANIFEST_FILE, FIGURE_FILE}
-        stale = [f for f in state["written"] if f not in planned]
-        for rel in stale:  # ours, from an earlier build with other parameters
-            (out / rel).unlink(missing_ok=True)
-        state["written"] = [f for f in state["written"] if f in planned] + [
-            CARD_FILE,
-            MANIFEST_FILE,
-            FIGURE_FILE,
-        ]
-        write_state(out, state)
-        _remove_empty_dirs(out / "data")
+        for rel in _files(stage):  # staged by an earlier, interrupted build with other parameters
+            if rel not in planned:
+                (stage / rel).unlink()
+        _remove_empty_dirs(stage / "data")
         figure_rows = np.unique(
             np.linspace(0, len(grid) - 1, FIGURE_ROWS + 2).round().astype(np.int64)[1:-1]
         )
@@ -778,7 +857,7 @@ def _build(
         figure = cards.comparison_figure(
             original, config_images(p_cfg, *args, **kw), config_images(n_cfg, *args, **kw)
         )
-        write_bytes_atomic(out / FIGURE_FILE, figure)
+        write_bytes_atomic(stage / FIGURE_FILE, figure)
         manifest = _manifest(
             opts, builder, gt_info, ref_info, sha_s, pattern, configs, plans, entries, block_rows
         )
@@ -788,8 +867,8 @@ def _build(
             "indices": [int(i) for i in index[figure_rows]],
             "epsilon": p_cfg.epsilon,
         }
-        sha = write_manifest(out, manifest)
-        write_bytes_atomic(out / CARD_FILE, cards.render_card(manifest, builder, sha).encode())
+        sha = write_manifest(stage, manifest)
+        write_bytes_atomic(stage / CARD_FILE, cards.render_card(manifest, builder, sha).encode())
         return manifest, sha
 
     manifest, sha = stages.run("card", card_stage)
@@ -798,15 +877,18 @@ def _build(
         all_reused = not built and sum(reused.values()) == len(plans)
         if not opts.verify:
             return "skipped"
-        if previously_verified == sha and all_reused:
+        cached = previously_verified == sha and all_reused
+        if cached:
             log("  verified before: the same manifest, every shard's sha256 re-checked now")
-            return "cached"
-        _verify(out, s, opts, log)
-        return "yes"
+        else:
+            _verify(stage, s, opts, log)  # the staged folder, laid out as the finished one
+        # on record before the commit: a rerun after a kill during the moves need not redo it
+        state["verified_manifest"] = sha
+        write_state(out, state)
+        return "cached" if cached else "yes"
 
     verified = stages.run("verify", verify_stage)
-    state.update(complete=True, verified_manifest=sha if verified != "skipped" else None)
-    write_state(out, state)
+    stages.run("commit", lambda: commit(out, stage, workdir, state, planned, log))
     stages.timings["total"] = time.perf_counter() - t_start
     write_json_atomic(
         workdir / "last-build.json",
@@ -815,10 +897,85 @@ def _build(
     return BuildResult(out, manifest, stages.timings, built, reused, verified)
 
 
+def commit(
+    out: Path,
+    stage: Path,
+    workdir: Path,
+    state: dict,
+    planned: set[str],
+    log: Callable[[str], None],
+) -> None:
+    """Move the verified staged folder into ``out`` by renames; the card goes last.
+
+    Steps (a kill between any two leaves the unfinished card, which ``load_dataset`` refuses, and
+    the rerun finishes the job): 1. the new paths are recorded as ours; 2. ``out/data`` (the
+    previous build's shards, all ours: anything else found there is moved to
+    ``workdir/displaced``) is moved into the staging folder; 3. the staged ``data/`` becomes
+    ``out/data`` in one rename; 4. the figure and the manifest are moved; 5. the card replaces the
+    unfinished one: the folder is a dataset from here on; 6. the record says complete and the
+    staging folder (the previous build's stale shards) is removed.
+    """
+    state["written"] = sorted(set(state["written"]) | planned)
+    write_state(out, state)
+    _kill_point("commit", 1)
+    old = stage / OLD_DATA
+    if old.exists():
+        shutil.rmtree(old)
+    if (out / DATA_DIR).is_dir():
+        theirs = [
+            rel for rel in _files(out / DATA_DIR) if f"{DATA_DIR}/{rel}" not in state["written"]
+        ]
+        if theirs:  # put there during the build: never deleted
+            target = _displaced_dir(workdir)
+            for rel in theirs:
+                _move(out / DATA_DIR / rel, target / DATA_DIR / rel)
+            log(f"moved {len(theirs)} file(s) that appeared in {out / DATA_DIR} to {target}")
+        os.replace(out / DATA_DIR, old)
+    _kill_point("commit", 2)
+    os.replace(stage / DATA_DIR, out / DATA_DIR)
+    _kill_point("commit", 3)
+    for rel in (FIGURE_FILE, MANIFEST_FILE):
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(stage / rel, out / rel)
+        fsync_dir((out / rel).parent)
+    _kill_point("commit", 4)
+    os.replace(stage / CARD_FILE, out / CARD_FILE)
+    fsync_dir(out)
+    state.update(written=sorted(planned), complete=True)
+    write_state(out, state)
+    shutil.rmtree(stage)
+
+
+def build_command(opts: BuildOptions) -> str:
+    """The command line that runs this build again (the unfinished card names it)."""
+    words = ["python", "-m", "generation.build", "--dataset", opts.dataset]
+    if opts.smoke:
+        words.append("--smoke")
+    if opts.source:
+        words += ["--source", opts.source]
+    if not opts.verify_checksum:
+        words.append("--no-verify-checksum")
+    if opts.reference:
+        words += ["--reference", opts.reference]
+    elif opts.retrain and not opts.smoke:
+        words += ["--retrain", "--preset", str(opts.preset)]
+        if opts.device != "cpu":
+            words += ["--device", opts.device]
+    words += ["--eps", *(repr(float(e)) for e in opts.epsilons or [])]
+    words += ["--kappa", repr(float(opts.kappa or 0)), "--seed", str(opts.seed)]
+    words += ["--configs", ",".join(opts.kinds)]
+    if opts.rows_per_shard:
+        words += ["--rows-per-shard", str(opts.rows_per_shard)]
+    if not opts.verify:
+        words.append("--no-verify")
+    words += ["--out", str(opts.out), "--workdir", str(opts.workdir)]
+    return shlex.join(words)
+
+
 def _verify(out: Path, s: np.ndarray, opts: BuildOptions, log: Callable[[str], None]) -> None:
-    """Verify the finished folder with the build's s and its ground truth (``--source`` and
+    """Verify the (staged) folder with the build's s and its ground truth (``--source`` and
     ``--no-verify-checksum`` included); raise VerificationFailed with the report if it fails."""
-    from generation.verify import verify_folder
+    from builders.verification import verify_folder
 
     report = verify_folder(
         out,
@@ -1070,7 +1227,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = build(opts)
     except VerificationFailed as exc:
-        print(f"error: the built folder does not verify:\n{exc}", file=sys.stderr)
+        print(
+            "error: the built folder does not verify, so it was not moved into place (the "
+            f"folder stays an unfinished build, which load_dataset refuses):\n{exc}",
+            file=sys.stderr,
+        )
         return 1
     except (PerturbedDisentanglementError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -20,7 +20,7 @@ import pytest
 from filelock import FileLock
 
 from builders import get_builder
-from builders.manifest import STATE_FILE, read_manifest, read_state
+from builders.manifest import STAGING_DIR, STATE_FILE, read_manifest, read_state
 from generation import build as build_module
 from generation.build import BuildError, BuildOptions, build, main, resolve_options
 from perturbed_disentanglement import ground_truth
@@ -83,6 +83,7 @@ def test_smoke_build_cli_summary_and_layout(smoke_build: SmokeBuild) -> None:
     card = (smoke_build.out / "README.md").read_text()
     assert "Smoke build" in card and "smoke" in card.split("---")[1]  # prose and YAML say so
     assert read_state(smoke_build.out)["complete"] is True
+    assert not (smoke_build.out / STAGING_DIR).exists()  # the staging folder is gone
 
 
 @pytest.mark.slow
@@ -198,21 +199,23 @@ def test_an_interrupted_build_resumes_and_never_leaves_a_partial_shard(
     monkeypatch.setattr(build_module.Context, "block", dying_block)
     with pytest.raises(KeyboardInterrupt):
         run_build(out, mine.workdir, rows_per_shard=512, jobs=1)
-    done = sorted(p.relative_to(out).as_posix() for p in out.glob("data/*/*"))
+    stage = out / STAGING_DIR  # shards wait there, hidden from datasets, until verified
+    done = sorted(p.relative_to(stage).as_posix() for p in stage.glob("data/*/*"))
     assert done  # some shards were finished …
     for rel in done:  # … and every one that is there is complete
         assert not Path(rel).name.startswith(".")
-        assert pq.ParquetFile(out / rel).metadata.num_rows == 512
-    assert not (out / "manifest.json").exists() and not (out / "README.md").exists()
+        assert pq.ParquetFile(stage / rel).metadata.num_rows == 512
+    assert not (out / "data").exists() and not (out / "manifest.json").exists()
+    assert "UNFINISHED BUILD" in (out / "README.md").read_text()
     # a hard kill leaves a temporary file behind: the rerun removes it
-    leftover = out / "data" / "noise" / ".train-00002-of-00003.parquet.x1y2.tmp"
+    leftover = stage / "data" / "noise" / ".train-00002-of-00003.parquet.x1y2.tmp"
     leftover.parent.mkdir(parents=True, exist_ok=True)
     leftover.write_bytes(b"PAR1 half a shard")
     monkeypatch.setattr(build_module.Context, "block", real_block)
     result, _ = run_build(out, mine.workdir, rows_per_shard=512)
     assert sum(result.reused.values()) == len(done)
     assert sum(result.built.values()) == 9 - len(done)
-    assert not leftover.exists() and result.verified == "yes"
+    assert not leftover.exists() and result.verified == "yes" and not stage.exists()
 
 
 @pytest.mark.slow
@@ -405,7 +408,7 @@ def test_the_readme_main_job_is_the_build() -> None:
 def test_the_build_verifies_with_its_source_and_checksum_option(tmp_path, monkeypatch) -> None:
     """An official-file build must hand its --source (and --no-verify-checksum) to the final
     verification, which otherwise cannot regenerate the rows and fails every such build."""
-    from generation import verify as verify_module
+    from builders import verification
 
     seen = {}
 
@@ -419,7 +422,7 @@ def test_the_build_verifies_with_its_source_and_checksum_option(tmp_path, monkey
         seen.update(kwargs, folder=folder)
         return Passed()
 
-    monkeypatch.setattr(verify_module, "verify_folder", fake_verify_folder)
+    monkeypatch.setattr(verification, "verify_folder", fake_verify_folder)
     opts = BuildOptions(source="/data/dsprites.npz", verify_checksum=False, jobs=3, progress=False)
     s = np.zeros(4, np.float32)
     build_module._verify(tmp_path, s, opts, log=lambda line: None)

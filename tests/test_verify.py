@@ -1,5 +1,6 @@
-"""generation.verify: a clean build passes; a flipped byte, a wrong s, a wrong label, a stray
-file, a stale card are each reported precisely (config, shard, row, what differs)."""
+"""builders.verification and its command line generation.verify: a clean build passes; a flipped
+byte, a wrong s, a wrong label, a stray file, a stale card are each reported precisely (config,
+shard, row, what differs)."""
 
 from __future__ import annotations
 
@@ -182,7 +183,7 @@ def test_s_must_be_the_references_s_not_only_the_builds_own(smoke_build, tmp_pat
 
 
 def test_the_shipped_reference_is_tried_first_and_must_agree(monkeypatch) -> None:
-    from generation import verify as verify_module
+    from builders import verification as verify_module
     from perturbed_disentanglement.reference.stage import s_sha256
 
     built = np.arange(6, dtype=np.float32)
@@ -202,3 +203,13 @@ def test_the_shipped_reference_is_tried_first_and_must_agree(monkeypatch) -> Non
     Ref.s = built.copy()
     s, origin = verify_module._resolve_s(manifest, None, None, None)
     assert origin == "the shipped reference" and np.array_equal(s, built)
+
+
+def test_the_cli_is_a_thin_layer_over_the_library() -> None:
+    """The checks live in the builders package (publish imports no command-line module)."""
+    import builders.publish
+    from builders import verification
+    from generation import verify as cli
+
+    assert cli.verify_folder is verification.verify_folder and cli.stamp is verification.stamp
+    assert builders.publish.verify_folder is verification.verify_folder
