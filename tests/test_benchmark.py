@@ -159,6 +159,30 @@ def test_load_config_reads_the_published_grid(smoke_build: SmokeBuild) -> None:
         dataset_of(str(smoke_build.out), "blurred")
 
 
+def test_a_shared_decoded_config_is_the_same_data_memory_mapped(
+    smoke_build: SmokeBuild, tmp_path: Path
+) -> None:
+    private = load_config(str(smoke_build.out), "perturbed", progress=False)
+    shared = load_config(
+        str(smoke_build.out), "perturbed", progress=False, decoded_dir=tmp_path / "decoded"
+    )
+    again = load_config(
+        str(smoke_build.out), "perturbed", progress=False, decoded_dir=tmp_path / "decoded"
+    )
+    files = list((tmp_path / "decoded").glob("*.npy"))
+    assert len(files) == 1 and files[0].name.startswith("dsprites-perturbed-")
+    for data in (shared, again):  # a read-only map of the one file, the same bytes and s
+        images = data.ground_truth.all_images()
+        assert isinstance(images, np.memmap) and not images.flags.writeable
+        assert data.fingerprint == private.fingerprint
+        np.testing.assert_array_equal(data.s, private.s)
+    files[0].write_bytes(b"not an array")  # a damaged file is decoded again
+    repaired = load_config(
+        str(smoke_build.out), "perturbed", progress=False, decoded_dir=tmp_path / "decoded"
+    )
+    assert repaired.fingerprint == private.fingerprint
+
+
 # --- scoring -----------------------------------------------------------------------------------
 def _tiny_grid() -> tuple[ArrayGroundTruth, np.ndarray]:
     """A 3 × 4 × 5 grid whose images carry their factor indices in their first pixels."""

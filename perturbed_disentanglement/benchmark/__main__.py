@@ -90,6 +90,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "HOST:PORT), that cluster (--out must then be shared storage)",
     )
     parser.add_argument("--cache-dir", default=None, help="datasets' cache folder")
+    parser.add_argument(
+        "--share-decoded",
+        metavar="DIR",
+        default=None,
+        help="decode each config once into DIR and memory-map it, so that parallel sweeps "
+        "(e.g. two --seeds splits, one thread each) share one copy in memory",
+    )
     parser.add_argument("--dry-run", action="store_true", help="list the runs, train nothing")
     parser.add_argument("--report-only", action="store_true", help="rebuild the report only")
     parser.add_argument("--no-report", action="store_true", help="skip the report")
@@ -139,7 +146,12 @@ def main(argv: list[str] | None = None) -> int:
         seeds = parse_seeds(args.seeds) if args.seeds else list(preset.seeds)
         steps = args.steps if args.steps is not None else preset.steps
         grid = parse_grid(args.grid)
-        load = loader(args.data, cache_dir=args.cache_dir, progress=not args.no_progress)
+        load = loader(
+            args.data,
+            cache_dir=args.cache_dir,
+            progress=not args.no_progress,
+            decoded_dir=args.share_decoded,
+        )
         # Reads the first config's columns (not its images): the data loads before anything trains.
         dataset = dataset_of(args.data, configs[0], cache_dir=args.cache_dir)
         specs = plan_runs(models, configs, seeds, dataset=dataset, steps=steps, grid=grid)

@@ -508,15 +508,22 @@ def _run_stacked(
 
 
 def loader(
-    data: str, *, cache_dir: str | None = None, progress: bool = True
+    data: str,
+    *,
+    cache_dir: str | None = None,
+    progress: bool = True,
+    decoded_dir: str | os.PathLike | None = None,
 ) -> Callable[[str], ConfigData]:
-    """``load(config)`` for the sweeps: the last config stays decoded (one copy in memory)."""
+    """``load(config)`` for the sweeps: the last config stays decoded (one copy in memory; with
+    ``decoded_dir`` a memory map shared with other processes, see :func:`~.data.load_config`)."""
     cache: dict[str, ConfigData] = {}
 
     def load(config: str) -> ConfigData:
         if config not in cache:
             cache.clear()  # a whole dSprites config is 3 GB: keep one
-            cache[config] = load_config(data, config, cache_dir=cache_dir, progress=progress)
+            cache[config] = load_config(
+                data, config, cache_dir=cache_dir, progress=progress, decoded_dir=decoded_dir
+            )
         return cache[config]
 
     return load
