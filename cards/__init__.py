@@ -85,6 +85,28 @@ def _columns(builder: Any, manifest: dict[str, Any]) -> list[dict[str, str]]:
     return cols
 
 
+_RULE_TEXT = {
+    "paper": "the paper's: the latent with the least posterior variance over the grid",
+    "entangled-latent": "the active latent least dominated by a single factor",
+    "balanced-rotation": "the rotation of the two least-noise latents that balances their "
+    "factors' shares of Var(s)",
+}
+
+
+def _entanglement_text(entanglement: dict[str, Any]) -> str:
+    shares = ", ".join(
+        f"{name} {value:.2f}"
+        for name, value in sorted(entanglement["variance_fraction"].items(), key=lambda kv: -kv[1])
+        if value >= 0.01
+    )
+    if entanglement["dominated"]:
+        return (
+            f"{shares}. **Warning:** `s` is dominated by {entanglement['dominant']} (more than "
+            f"{entanglement['threshold']} of its variance)"
+        )
+    return f"{shares}; no factor dominates it"
+
+
 def _limitations(manifest: dict[str, Any]) -> list[str]:
     ref = manifest["reference"]
     proto = ref["protocol"]
@@ -126,6 +148,8 @@ def build_command(manifest: dict[str, Any]) -> str:
         words.append(f"--source {gt['source_file']}")
     if ref.get("source") == "path":
         words.append(f"--reference {ref.get('path')}")
+    if ref.get("s_rule_requested"):
+        words.append(f"--s-rule {ref['s_rule_requested']}")
     elif ref.get("source") == "retrained" and not manifest["smoke"]:
         words.append(f"--retrain --preset {ref.get('preset')}")
     words.append("--eps " + " ".join(repr(float(e)) for e in build["epsilons"]))
@@ -268,7 +292,10 @@ def card_context(manifest: dict[str, Any], builder: Any, manifest_sha256: str) -
         "first_factor": builder.factors[0].name,
         "reference_summary": summary,
         "restarts": restarts,
-        "latent": ref["latent"],
+        "s_rule": ref["s_rule"]["rule"],
+        "s_rule_text": _RULE_TEXT.get(ref["s_rule"]["rule"], "")
+        + f"; latents {', '.join(map(str, ref['s_rule']['latents']))}",
+        "s_entanglement": _entanglement_text(ref["s_entanglement"]),
         "s_mean": f"{ref['s_mean']:.6g}",
         "s_std": f"{ref['s_std']:.6g}",
         "sign_factor": ref["sign_factor"],

@@ -96,6 +96,7 @@ from perturbed_disentanglement.perturbation.pattern import (
     default_strength,
     max_step,
 )
+from perturbed_disentanglement.reference.s_rules import DEFAULT_S_RULE, S_RULES
 from perturbed_disentanglement.reference.stage import (
     PRESETS,
     RECORD_FILE,
@@ -152,6 +153,7 @@ class BuildOptions:
     kappa: float | None = None  # default: the dataset's measured κ
     kinds: list[str] = field(default_factory=lambda: list(KINDS))
     reference: str | None = None
+    s_rule: str | None = None  # default: the reference's own rule (the shipped s)
     retrain: bool = False
     preset: str | None = None
     seed: int = 0
@@ -201,6 +203,8 @@ def resolve_options(opts: BuildOptions) -> BuildOptions:
         raise BuildError(
             f"unknown reference preset {opts.preset!r}; expected one of {', '.join(PRESETS)}"
         )
+    if opts.s_rule is not None and opts.s_rule not in S_RULES:
+        raise BuildError(f"unknown --s-rule {opts.s_rule!r}; expected one of {', '.join(S_RULES)}")
     if opts.reference and (opts.retrain or opts.preset):
         raise BuildError("--reference and --retrain/--preset exclude each other: choose one")
     if opts.preset and not (opts.retrain or opts.smoke):
@@ -473,6 +477,8 @@ def _reference_record(ref: Reference, source: dict[str, Any]) -> dict[str, Any]:
         "sign_factor": record["s"]["sign_factor"],
         "s_sha256": record["s"]["sha256"],
         "recomputed": "recomputed_on" in record["s"],
+        "s_rule": {k: v for k, v in ref.rule.items() if k in ("rule", "latents", "weights")},
+        "s_entanglement": ref.entanglement,
         "model": {k: v for k, v in record["model"].items() if k != "file"},
     }
 
@@ -502,6 +508,7 @@ def _reference(
             num_threads=1 if opts.preset == "smoke" else None,
             progress=opts.progress,
             log=log,
+            s_rule=opts.s_rule or DEFAULT_S_RULE,
         )
         source = {"source": "retrained", "preset": opts.preset}
     else:
@@ -517,7 +524,40 @@ def _reference(
         if grid.source == "procedural" or not same_grid:
             raise BuildError(str(exc)) from exc
         ref = _recomputed(ref, grid, workdir, log)
+    if opts.s_rule is not None:
+        source["s_rule_requested"] = opts.s_rule
+        if opts.s_rule != ref.rule["rule"]:
+            ref = _with_rule(ref, opts.s_rule, grid, workdir, log)
+    entanglement = ref.entanglement
+    if entanglement["dominated"]:
+        log(
+            f"  WARNING: s is dominated by one factor: {entanglement['dominant']} explains "
+            f"{entanglement['dominant_fraction']:.2f} of its variance (> {entanglement['threshold']}). "
+            "A pattern keyed to one factor makes that factor's latent sharper and entangles "
+            "nothing (docs/perturbation-and-reference.md); consider --s-rule balanced-rotation"
+        )
     return ref.s, _reference_record(ref, source)
+
+
+def _with_rule(
+    ref: Reference, rule: str, grid: GroundTruth, workdir: Path, log: Callable
+) -> Reference:
+    """``ref`` with s chosen by ``rule`` (its encoder over the grid; cached in the workdir)."""
+    key = _key([ref.record["s"]["sha256"], grid_identity(grid)["fingerprint"], rule])[:24]
+    cache = workdir / "s-rule" / key
+    if (cache / "reference.json").exists():
+        try:
+            return load_reference(cache, grid, shipped=False)
+        except ArtifactError as exc:
+            log(f"cached s in {cache} is unusable ({exc}); recomputing")
+    log(
+        f"s: rule {rule!r} instead of the reference's {ref.rule['rule']!r}: encoding the grid "
+        "(this s is computed on this CPU: builds from it may differ in the last bits between "
+        "machines, unlike builds from a shipped s)"
+    )
+    new = ref.with_rule(rule, grid, progress=False)
+    new.save(cache, overwrite=True)
+    return new
 
 
 def _recomputed(ref: Reference, grid: GroundTruth, workdir: Path, log: Callable) -> Reference:
@@ -764,9 +804,10 @@ def _build(
     sha_s = s_sha256(s)
     log(
         f"  reference ({ref_info['source']}): restart {ref_info['chosen']} of "
-        f"{len(ref_info['restarts'])}, MIG {ref_info['chosen_mig']:.4f}, s = latent "
-        f"{ref_info['latent']} (sha256 {sha_s[:12]}…)"
+        f"{len(ref_info['restarts'])}, MIG {ref_info['chosen_mig']:.4f}, s by rule "
+        f"{ref_info['s_rule']['rule']!r} (sha256 {sha_s[:12]}…)"
     )
+    log("  " + entanglement_text(ref_info["s_entanglement"]))
 
     def pattern_stage() -> Pattern:
         return Pattern(seed=opts.seed, kappa=opts.kappa)
@@ -855,7 +896,11 @@ def _build(
         args = (original, index[figure_rows], s[figure_rows])
         kw = {"pattern": pattern, "seed": opts.seed}
         figure = cards.comparison_figure(
-            original, config_images(p_cfg, *args, **kw), config_images(n_cfg, *args, **kw)
+            original,
+            config_images(p_cfg, *args, **kw),
+            config_images(n_cfg, *args, **kw),
+            epsilon=p_cfg.epsilon,
+            noise_epsilon=n_cfg.epsilon,
         )
         write_bytes_atomic(stage / FIGURE_FILE, figure)
         manifest = _manifest(
@@ -957,7 +1002,9 @@ def build_command(opts: BuildOptions) -> str:
         words.append("--no-verify-checksum")
     if opts.reference:
         words += ["--reference", opts.reference]
-    elif opts.retrain and not opts.smoke:
+    if opts.s_rule:
+        words += ["--s-rule", opts.s_rule]
+    if opts.retrain and not opts.smoke and not opts.reference:
         words += ["--retrain", "--preset", str(opts.preset)]
         if opts.device != "cpu":
             words += ["--device", opts.device]
@@ -1125,6 +1172,13 @@ def parse_args(argv: list[str] | None = None) -> BuildOptions:
     )
     parser.add_argument("--reference", metavar="PATH", help="reference artifact folder to use")
     parser.add_argument(
+        "--s-rule",
+        choices=S_RULES,
+        default=None,
+        help="how s is read off the reference's latents (default: the reference's own rule, "
+        "whose s ships with it; another rule encodes the grid and computes s on this CPU)",
+    )
+    parser.add_argument(
         "--retrain", action="store_true", help="train the reference in this build (resumable)"
     )
     parser.add_argument(
@@ -1161,6 +1215,7 @@ def parse_args(argv: list[str] | None = None) -> BuildOptions:
         kappa=a.kappa,
         kinds=a.configs,
         reference=a.reference,
+        s_rule=a.s_rule,
         retrain=a.retrain,
         preset=a.preset,
         seed=a.seed,
@@ -1178,6 +1233,21 @@ def parse_args(argv: list[str] | None = None) -> BuildOptions:
 
 def _mb(num_bytes: int) -> str:
     return f"{num_bytes / 1e6:,.1f} MB"
+
+
+def entanglement_text(entanglement: dict[str, Any]) -> str:
+    """One line: how much of Var(s) each factor explains, and the verdict."""
+    shares = ", ".join(
+        f"{k} {v:.2f}"
+        for k, v in sorted(entanglement["variance_fraction"].items(), key=lambda kv: -kv[1])
+        if v >= 0.01
+    )
+    verdict = (
+        f"WARNING: dominated by {entanglement['dominant']} (> {entanglement['threshold']})"
+        if entanglement["dominated"]
+        else "no factor dominates"
+    )
+    return f"s's variance explained by each factor: {shares}; {verdict}"
 
 
 def summary(result: BuildResult) -> str:
@@ -1200,7 +1270,9 @@ def summary(result: BuildResult) -> str:
             else f" {ref['path']}"
         )
         + f", restart {ref['chosen']} of {len(ref['restarts'])} chosen (lowest MIG "
-        f"{ref['chosen_mig']:.4f}), s = latent {ref['latent']}",
+        f"{ref['chosen_mig']:.4f}), s by rule {ref['s_rule']['rule']!r} "
+        f"(latents {ref['s_rule']['latents']})",
+        "  " + entanglement_text(ref["s_entanglement"]),
         f"  {'config':<22} {'rows':>9} {'shards':>6} {'size':>12}  shards built/reused",
     ]
     for name, c in m["configs"].items():

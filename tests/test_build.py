@@ -317,6 +317,7 @@ def test_the_default_build_without_a_shipped_reference_says_what_to_do(
         ({"rows_per_shard": 100}, "multiple of 64"),
         ({"jobs": 0}, "--jobs"),
         ({"seed": -1}, "--seed"),
+        ({"s_rule": "best"}, "unknown --s-rule 'best'"),
     ],
 )
 def test_bad_options_are_refused_with_a_clear_message(options, message) -> None:
@@ -506,3 +507,28 @@ def test_a_new_package_version_rebuilds_every_shard(smoke_build, tmp_path, monke
     monkeypatch.setattr(build_module, "__version__", "999.0.0")
     result, _ = run_build(mine.out, mine.workdir, verify=False)
     assert result.built == {"perturbed": 1, "noise": 1, "original": 1} and result.reused == {}
+
+
+@pytest.mark.slow
+def test_an_s_rule_recomputes_s_records_its_entanglement_and_the_card_says_so(
+    smoke_build, tmp_path
+) -> None:
+    """The smoke build retrains its reference: with --s-rule balanced-rotation that reference
+    reads s off its chosen restart by the rule, and the manifest, the card and the rebuild
+    command follow (a shipped reference with another rule: Reference.with_rule, in
+    test_reference)."""
+    default = json.loads((smoke_build.out / "manifest.json").read_text())["reference"]
+    assert default["s_rule"]["rule"] == "paper" and "s_entanglement" in default
+    out, workdir = tmp_path / NAME, tmp_path / "work"
+    result, logged = run_build(out, workdir, s_rule="balanced-rotation")
+    ref = result.manifest["reference"]
+    assert ref["s_rule"]["rule"] == "balanced-rotation" and len(ref["s_rule"]["latents"]) == 2
+    assert ref["s_sha256"] != default["s_sha256"]  # another s ...
+    fractions = ref["s_entanglement"]["variance_fraction"]
+    assert max(fractions.values()) <= max(default["s_entanglement"]["variance_fraction"].values())
+    assert any("s's variance explained by each factor" in x for x in logged)
+    card = (out / "README.md").read_text()
+    assert "`balanced-rotation`" in card and "How entangled `s` is" in card
+    assert "--s-rule balanced-rotation" in card
+    again, _ = run_build(out, workdir, s_rule="balanced-rotation")  # resumed, the same s
+    assert again.manifest["reference"]["s_sha256"] == ref["s_sha256"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -332,6 +333,63 @@ def test_recompute_on_other_images_of_the_same_grid(smoke: tuple[Reference, Path
     np.testing.assert_allclose(again.s, ref.s, atol=1e-5)  # the same images: the same s
     with pytest.raises(ArtifactError, match="factor sizes"):
         ref.recompute(ground_truth("dsprites"))
+
+
+def test_another_rule_reads_s_off_the_same_encoder(
+    smoke: tuple[Reference, Path, Path], tmp_path: Path
+) -> None:
+    ref, _, out = smoke
+    grid = preset_ground_truth(ground_truth("dsprites"), "smoke")
+    assert ref.rule["rule"] == "paper" and ref.entanglement["variance_fraction"]
+    rotated = load_reference(out).with_rule("balanced-rotation", grid, progress=False)
+    assert rotated.rule["rule"] == "balanced-rotation" and len(rotated.rule["latents"]) == 2
+    assert not np.array_equal(rotated.s, ref.s)
+    # s is the rule's direction on the encoder means, standardised: recompute it by hand
+    mu, _ = encode(ref.vae(), grid.all_images())
+    x = mu.astype(np.float64) @ np.asarray(rotated.rule["weights"])
+    c = rotated.record["s"]
+    np.testing.assert_allclose(rotated.s, c["sign"] * (x - c["mean"]) / c["std"], atol=1e-5)
+    saved = load_reference(rotated.save(tmp_path / "rotated"), grid)  # format 2 round trip
+    assert saved.rule == rotated.rule and saved.entanglement == rotated.entanglement
+    # the recomputation on another copy of the grid keeps the rule
+    official_like = ArrayGroundTruth(
+        "dsprites", grid.factor_specs, grid.all_images().copy(), source="dsprites.hdf5"
+    )
+    np.testing.assert_allclose(
+        saved.recompute(official_like, progress=False).s, rotated.s, atol=1e-5
+    )
+    with pytest.raises(InvalidArgumentError, match="unknown s rule"):
+        ref.with_rule("best", grid)
+
+
+def test_a_format_1_record_loads_as_the_papers_rule_with_its_entanglement(
+    smoke: tuple[Reference, Path, Path], tmp_path: Path
+) -> None:
+    _, _, out = smoke
+    old = tmp_path / "old"
+    shutil.copytree(out, old)
+    record = json.loads((old / "reference.json").read_text())
+    record["format_version"] = 1
+    for key in ("rule", "entanglement"):
+        del record["s"][key]
+    (old / "reference.json").write_text(json.dumps(record))
+    loaded = load_reference(old)
+    assert loaded.rule == {
+        "rule": "paper",
+        "weights": [
+            1.0 if k == loaded.latent else 0.0 for k in range(record["model"]["latent_dim"])
+        ],
+        "latents": [loaded.latent],
+    }
+    assert loaded.entanglement["note"] == "computed on load: a format-1 record"
+    fresh = load_reference(out).entanglement
+    assert loaded.entanglement["variance_fraction"] == pytest.approx(fresh["variance_fraction"])
+    record["s"]["rule"] = {"rule": "paper", "weights": [1.0]}  # wrong length: refused
+    record["format_version"] = 2
+    record["s"]["entanglement"] = fresh
+    (old / "reference.json").write_text(json.dumps(record))
+    with pytest.raises(ArtifactError, match="one finite weight per latent"):
+        load_reference(old)
 
 
 # --- the command line, killed and resumed -------------------------------------------------------
