@@ -214,7 +214,7 @@ def test_bf16_autocast_path_runs_and_stays_close_to_fp32() -> None:
         # two Adam steps move a weight by at most 2.0014·LR (for betas (0.9, 0.999) the second
         # step's m̂/√v̂ peaks at 1.0014), so two runs can differ by 4.003·LR, no more
         # (plus float32 rounding of the weights themselves: a few ulps of the largest one)
-        largest = max(float(p.abs().max()) for p in b.objective.parameters())
+        largest = max(float(p.detach().abs().max()) for p in b.objective.parameters())
         rounding = 4 * torch.finfo(torch.float32).eps * largest
         assert weight_mismatch(a.objective, b.objective) <= 2 * 2.0014 * LR + rounding
 

@@ -137,11 +137,17 @@ def uptake(
     if originals is None:
         return None
     images = data.ground_truth.images(indices)
-    mu, _ = encode(vae, images, num_threads=num_threads)
-    with torch.no_grad():
-        param = next(vae.parameters())
-        logits = vae.decode(torch.from_numpy(mu).to(param.device, param.dtype))
-        reconstruction = torch.sigmoid(logits).permute(0, 2, 3, 1).float().cpu().numpy()
+    previous = torch.get_num_threads()
+    if num_threads:  # the decoder too: results differ in the last bits between thread counts
+        torch.set_num_threads(num_threads)
+    try:
+        mu, _ = encode(vae, images, num_threads=num_threads)
+        with torch.no_grad():
+            param = next(vae.parameters())
+            logits = vae.decode(torch.from_numpy(mu).to(param.device, param.dtype))
+            reconstruction = torch.sigmoid(logits).permute(0, 2, 3, 1).float().cpu().numpy()
+    finally:
+        torch.set_num_threads(previous)
     return pattern_uptake(originals, images, reconstruction)
 
 
