@@ -1,13 +1,17 @@
 """Screen the perturbation's settings by their effect on trained models (issue 17, SPEC §3).
 
 ``python -m generation.screen --dataset shapes3d --rule balanced-rotation --kappa 2 --eps 0.175
---workdir ~/pd-runs/screen --out docs/results/shapes3d-screen`` trains one β-VAE on one config
-built in memory from the procedural grid, the shipped reference's encoding and the chosen s rule,
-and at every milestone (``--milestones``) scores MIG and the diagnostics that explain it: the
-pattern uptake, the alignment of each latent with s and the least-noise latent. One JSON record per
+--workdir ~/pd-runs/screen --out docs/results/shapes3d-screen`` trains one β-VAE on one config of
+the procedural grid, with s read off the shipped reference's encoder by the chosen rule, and at
+every milestone (``--milestones``) scores MIG and the diagnostics that explain it: the pattern
+uptake, the alignment of each latent with s and the least-noise latent. One JSON record per
 milestone goes to ``--out``; checkpoints go to ``--workdir`` (keep it outside the repository), and
-a rerun resumes. Two runs at once share the grid through one memory-mapped file in the work
-directory. ``--help`` lists every option.
+a rerun resumes. The grid is one memory-mapped file in the work directory, shared by every run,
+and the perturbation (or noise) is applied to each batch as it is drawn (the bytes a build
+writes), so a run holds no copy of the grid: two runs at once fit beside each other. The
+evaluation is the cheap part of the harness's (MIG on 10,000 points and the diagnostics, seconds),
+which is what makes a screen affordable. ``--smoke`` runs it on the smoke sub-grid in seconds.
+``--summarise`` tabulates the records of ``--out``. ``--help`` lists every option.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +29,26 @@ import numpy as np
 import torch
 
 from perturbed_disentanglement import __version__, ground_truth
+from perturbed_disentanglement.errors import InvalidArgumentError, PerturbedDisentanglementError
 from perturbed_disentanglement.metrics import mig
 from perturbed_disentanglement.metrics.diagnostics import (
     pattern_uptake,
     s_alignment,
     s_entanglement,
 )
-from perturbed_disentanglement.perturbation.pattern import Pattern, perturb, uniform_noise
+from perturbed_disentanglement.perturbation.pattern import (
+    Pattern,
+    check_epsilon,
+    check_kappa,
+    perturb,
+    uniform_noise,
+)
 from perturbed_disentanglement.reference.s_rules import S_RULES, choose_s
-from perturbed_disentanglement.reference.stage import load_reference, standardise
+from perturbed_disentanglement.reference.stage import (
+    load_reference,
+    preset_ground_truth,
+    standardise,
+)
 from perturbed_disentanglement.training.encoding import encode
 from perturbed_disentanglement.training.single import train
 from perturbed_disentanglement.util.atomic import write_atomic, write_npy_atomic
@@ -46,7 +62,7 @@ def log(msg: str) -> None:
 def shared_grid(gt: Any, workdir: Path) -> np.ndarray:
     """The grid's images as a read-only memory map of one file in ``workdir`` (written once)."""
     folder = workdir / "grid"
-    path = folder / f"{gt.name}-images.npy"
+    path = folder / f"{gt.name}-{len(gt)}-images.npy"
     shape = (len(gt), *gt.image_shape)
     with exclusive(folder, what=f"the grid file {path}", wait=True, log=log):
         if path.exists():
@@ -61,10 +77,10 @@ def shared_grid(gt: Any, workdir: Path) -> np.ndarray:
 def reference_encoding(gt: Any, images: np.ndarray, workdir: Path) -> tuple[np.ndarray, np.ndarray]:
     """The shipped reference's (mu, logvar) over the whole grid, cached in ``workdir``."""
     folder = workdir / "reference"
-    path = folder / f"{gt.name}-encoding.npz"
+    path = folder / f"{gt.name}-{len(gt)}-encoding.npz"
     with exclusive(folder, what=f"the reference encoding {path}", wait=True, log=log):
         if not path.exists():
-            ref = load_reference(gt.name, gt)
+            ref = load_reference(gt.name)  # its encoder, on this grid's images
             log("encoding the grid with the shipped reference (one thread)")
             mu, logvar = encode(ref.vae(), images, num_threads=1, progress=True)
             write_atomic(path, lambda f: np.savez(f, mu=mu, logvar=logvar))
@@ -72,20 +88,24 @@ def reference_encoding(gt: Any, images: np.ndarray, workdir: Path) -> tuple[np.n
         return data["mu"], data["logvar"]
 
 
-def training_images(
-    kind: str, images: np.ndarray, s: np.ndarray, eps: float, kappa: float, seed: int
-) -> np.ndarray:
+def batch_transform(
+    kind: str, s: np.ndarray, eps: float, kappa: float, seed: int
+) -> Callable[[np.ndarray, np.ndarray], np.ndarray] | None:
+    """The config's images of a batch of grid rows, computed from the originals on the fly (the
+    bytes the build writes: a perturbation depends on the row alone), so no perturbed copy of
+    the grid is held in memory; None for ``original``."""
     if kind == "original":
-        return images
+        return None
     if kind == "perturbed":
-        return perturb(images, s, eps, Pattern(seed=seed, kappa=kappa), threads=1)
-    return uniform_noise(images, np.arange(len(images)), eps, seed, threads=1)
+        pattern = Pattern(seed=seed, kappa=kappa)
+        return lambda x, idx: perturb(x, s[idx], eps, pattern, threads=1)
+    return lambda x, idx: uniform_noise(x, idx, eps, seed, threads=1)
 
 
 def evaluate(
     model: Any,
     images: np.ndarray,
-    train_images: np.ndarray,
+    transform: Callable[[np.ndarray, np.ndarray], np.ndarray] | None,
     factors: np.ndarray,
     s: np.ndarray,
     *,
@@ -94,8 +114,10 @@ def evaluate(
 ) -> dict[str, Any]:
     """MIG, s-alignment and uptake of ``model`` on ``points`` uniform grid samples."""
     rng = np.random.default_rng(0)
-    idx = np.sort(rng.choice(len(images), size=points, replace=False))
-    x = np.asarray(train_images[idx])
+    idx = np.sort(rng.choice(len(images), size=min(points, len(images)), replace=False))
+    x = np.asarray(images[idx])
+    if transform is not None:
+        x = transform(x, idx)
     mu, logvar = encode(model, x, num_threads=1)
     m = mig(mu, factors[idx])
     record: dict[str, Any] = {
@@ -107,8 +129,8 @@ def evaluate(
     }
     u = idx[:uptake_points]
     original = np.asarray(images[u])
-    perturbed = np.asarray(train_images[u])
-    if np.array_equal(original, perturbed):
+    perturbed = x[:uptake_points]
+    if transform is None:
         record["uptake"] = None
     else:
         vae = model.vae
@@ -169,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--points", type=int, default=10_000, help="MIG / alignment sample size")
     p.add_argument("--uptake-points", type=int, default=1_000, help="uptake sample size")
     p.add_argument("--workdir", type=Path, required=True, help="checkpoints and caches")
+    p.add_argument("--smoke", action="store_true", help="the smoke sub-grid: seconds, for tests")
     p.add_argument("--out", type=Path, required=True, help="folder of the JSON records")
     p.add_argument(
         "--summarise",
@@ -180,8 +203,18 @@ def main(argv: list[str] | None = None) -> int:
         (a.out / "screen.md").write_text(summary_table(a.out))
         print((a.out / "screen.md").read_text())
         return 0
+    try:
+        if a.config != "original":
+            check_epsilon(a.eps)
+        if a.config == "perturbed":
+            check_kappa(a.kappa)
+        milestones = sorted({int(v) for v in a.milestones.split(",")})
+        if not milestones or milestones[0] < 1:
+            raise InvalidArgumentError("--milestones must be positive step counts")
+    except (PerturbedDisentanglementError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     torch.set_num_threads(1)
-    milestones = sorted({int(v) for v in a.milestones.split(",")})
     beta_label = "" if a.beta is None else f"-beta{a.beta:g}"
     strength = "" if a.config == "original" else f"-eps{a.eps:g}"
     pattern = f"-{a.rule}-k{a.kappa:g}" if a.config == "perturbed" else ""
@@ -190,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     a.out.mkdir(parents=True, exist_ok=True)
 
     gt = ground_truth(a.dataset)
+    if a.smoke:
+        gt = preset_ground_truth(gt, "smoke")
     images = shared_grid(gt, a.workdir)
     factors = gt.factors(np.arange(len(gt)))
     mu, logvar = reference_encoding(gt, images, a.workdir)
@@ -198,9 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     entanglement = s_entanglement(s, factors, list(gt.factor_names))
     log(f"{name}: s by {a.rule}: {choice.as_dict()}")
     log(f"s entanglement: {entanglement['variance_fraction']}")
-    t = time.perf_counter()
-    train_images = training_images(a.config, images, s, a.eps, a.kappa, a.build_seed)
-    log(f"training images ready in {time.perf_counter() - t:.1f} s")
+    transform = batch_transform(a.config, s, a.eps, a.kappa, a.build_seed)
     hparams = None if a.beta is None else {"beta": a.beta}
     for step in milestones:
         path = a.out / f"{name}-step{step}.json"
@@ -209,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         result = train(
             "beta_vae",
-            train_images,
+            images,
             dataset=a.dataset,
             hparams=hparams,
             steps=step,
@@ -219,13 +252,14 @@ def main(argv: list[str] | None = None) -> int:
             keep_checkpoints=1,
             num_threads=1,
             progress=False,
+            transform=transform,
         )
         train_seconds = time.perf_counter() - t
         t = time.perf_counter()
         record = evaluate(
             result.objective,
             images,
-            train_images,
+            transform,
             factors,
             s,
             points=a.points,

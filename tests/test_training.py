@@ -581,3 +581,33 @@ def test_a_checkpoint_without_a_run_field_is_refused_by_name(tmp_path: Path) -> 
             progress=False,
         )
     assert load_model(tmp_path).vae.latent_dim == 2  # the weights still load
+
+
+# --- a transform per batch (a perturbation on the fly) ----------------------------------------
+def test_a_per_batch_transform_is_the_transformed_images_held_in_memory(
+    images: np.ndarray, tmp_path
+) -> None:
+    """Perturbing each gathered batch trains bitwise as the perturbed grid held in memory does:
+    the perturbation of a row depends on the row alone (its s, its index)."""
+    from perturbed_disentanglement.perturbation import Pattern, perturb
+
+    s = np.linspace(-2, 2, len(images))
+    pattern = Pattern(seed=0, kappa=4)
+
+    def transform(x: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        return perturb(x, s[idx], 0.2, pattern)
+
+    held = perturb(images, s, 0.2, pattern)
+    on_the_fly = train("beta_vae", images, steps=4, transform=transform, **FAST)
+    in_memory = train("beta_vae", held, steps=4, **FAST)
+    np.testing.assert_array_equal(on_the_fly.history["loss"], in_memory.history["loss"])
+    assert _same_weights(on_the_fly.objective, in_memory.objective)
+    assert training.data_fingerprint(images, transform=transform) == training.data_fingerprint(held)
+    # one run: a checkpoint written on the fly resumes from the images held in memory
+    train("beta_vae", images, steps=2, transform=transform, checkpoint_dir=tmp_path, **FAST)
+    resumed = train("beta_vae", held, steps=4, checkpoint_dir=tmp_path, **FAST)
+    assert _same_weights(resumed.objective, in_memory.objective)
+    with pytest.raises(CheckpointError, match="other images"):
+        train("beta_vae", images, steps=6, checkpoint_dir=tmp_path, **FAST)  # not perturbed
+    with pytest.raises(InvalidArgumentError, match="transform must return uint8"):
+        train("beta_vae", images, steps=1, transform=lambda x, i: x[:1], **FAST)

@@ -285,6 +285,7 @@ class Reference:
             weights = save({k: v.contiguous() for k, v in self.weights.items()})
             write_bytes_atomic(tmp / WEIGHTS_FILE, weights)
             record = json.loads(json.dumps(self.record))
+            record["format_version"] = FORMAT_VERSION  # a loaded format-1 record was upgraded
             record["model"]["file_sha256"] = sha256_of(tmp / WEIGHTS_FILE)
             write_json_atomic(tmp / RECORD_FILE, record)
             fsync_dir(tmp)
@@ -349,6 +350,7 @@ class Reference:
         record = json.loads(json.dumps(self.record))
         record["s"] = s_section(choice, s, constants, logvar, gt)
         record["s"]["note"] = f"s recomputed with rule {rule!r} by the reference's encoder"
+        record["package_version"] = __version__
         record["ground_truth"] = grid_identity(gt)
         return Reference(record, s, self.weights)
 

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, InvalidArgumentError
 from ..ground_truth.grid import GroundTruth
 from .inputs import check_int
 from .precision import arithmetic
@@ -34,8 +34,31 @@ SEED_MAX = 2**63 - 1
 FINGERPRINT_ROWS = 4096
 
 
-def data_fingerprint(array: np.ndarray, rows: int = FINGERPRINT_ROWS) -> str:
-    """A blake2b hex digest of ``array``'s dtype, shape and a strided sample of ≤ ``rows`` rows.
+#: ``transform(images uint8 [n, H, W, C], indices int64 [n]) -> images``: what a run applies to
+#: each gathered batch (e.g. a perturbation computed on the fly instead of held in memory).
+BatchTransform = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def apply_transform(
+    transform: BatchTransform, images: np.ndarray, indices: np.ndarray
+) -> np.ndarray:
+    """``transform(images, indices)``, checked to return uint8 images of the input's shape."""
+    out = transform(images, indices)
+    if not isinstance(out, np.ndarray) or out.dtype != np.uint8 or out.shape != images.shape:
+        got = (
+            f"{out.dtype} {list(out.shape)}" if isinstance(out, np.ndarray) else type(out).__name__
+        )
+        raise InvalidArgumentError(
+            f"transform must return uint8 images {list(images.shape)} like its input, got {got}"
+        )
+    return out
+
+
+def data_fingerprint(
+    array: np.ndarray, rows: int = FINGERPRINT_ROWS, transform: BatchTransform | None = None
+) -> str:
+    """A blake2b hex digest of ``array``'s dtype, shape and a strided sample of ≤ ``rows`` rows
+    (``transform``ed if given: the same digest as the transformed array held in memory).
 
     The sample is spread evenly over the whole array (first and last rows included), so it costs
     milliseconds even for a 3–6 GB grid. It is a sample, not a full hash: it tells apart arrays
@@ -47,8 +70,12 @@ def data_fingerprint(array: np.ndarray, rows: int = FINGERPRINT_ROWS) -> str:
     h.update(repr((str(array.dtype), tuple(int(s) for s in array.shape))).encode())
     count = min(n, rows)
     index = np.unique(np.linspace(0, n - 1, count).round().astype(np.int64)) if n else []
-    for i in index:
-        h.update(np.ascontiguousarray(array[int(i)]).data)
+    index = np.asarray(index, dtype=np.int64)
+    sample = np.asarray(array[index])
+    if transform is not None and len(index):
+        sample = apply_transform(transform, sample, index)
+    for row in sample:
+        h.update(np.ascontiguousarray(row).data)
     return h.hexdigest()
 
 
@@ -81,6 +108,7 @@ class RunIdentity:
         seed: int,
         batch_size: int,
         precision: str,
+        transform: BatchTransform | None = None,
     ) -> RunIdentity:
         """The identity of a run of ``model`` on ``images`` (``array`` is them as uint8).
 
@@ -111,7 +139,7 @@ class RunIdentity:
             batch_size=check_int("batch_size", batch_size, minimum=2),
             precision=precision,
             num_images=int(array.shape[0]),
-            data_fingerprint=data_fingerprint(array),
+            data_fingerprint=data_fingerprint(array, transform=transform),
         )
 
     def state(self) -> dict[str, Any]:

@@ -45,7 +45,7 @@ from .precision import (
     resolve_precision,
 )
 from .resume import checkpoints_to_resume, restore_run
-from .run_identity import RunIdentity, data_fingerprint
+from .run_identity import BatchTransform, RunIdentity, apply_transform, data_fingerprint
 from .zoo import Objective, build_objective, model_spec
 
 
@@ -66,11 +66,20 @@ def training_step(
     return {k: v.detach() for k, v in terms.items()}
 
 
-def _input(source: torch.Tensor, batch: Batch, device: torch.device, plan: PrecisionPlan):
-    """The model input of ``batch``: its images gathered, moved and converted as ``plan`` says."""
-    x = images_to_input(
-        source.index_select(0, batch.indices).to(device, non_blocking=True), plan.dtype
-    )
+def _input(
+    source: torch.Tensor,
+    batch: Batch,
+    device: torch.device,
+    plan: PrecisionPlan,
+    transform: BatchTransform | None = None,
+):
+    """The model input of ``batch``: its images gathered (and ``transform``ed), moved and
+    converted as ``plan`` says."""
+    gathered = source.index_select(0, batch.indices)
+    if transform is not None:
+        images = apply_transform(transform, gathered.numpy(), batch.indices.numpy())
+        gathered = torch.from_numpy(images)
+    x = images_to_input(gathered.to(device, non_blocking=True), plan.dtype)
     return x.contiguous(memory_format=torch.channels_last) if plan.channels_last else x
 
 
@@ -85,13 +94,15 @@ class _OneModel:
         source: torch.Tensor,
         plan: PrecisionPlan,
         device: torch.device,
+        transform: BatchTransform | None = None,
     ) -> None:
         self.objective, self.optimizers, self.stream = objective, optimizers, stream
         self.source, self.plan, self.device = source, plan, device
+        self.transform = transform
 
     def next_batch(self) -> tuple[torch.Tensor, Batch]:
         batch = self.stream.next()
-        return _input(self.source, batch, self.device, self.plan), batch
+        return _input(self.source, batch, self.device, self.plan, self.transform), batch
 
     def step(self, inputs: tuple[torch.Tensor, Batch]) -> dict[str, torch.Tensor]:
         x, batch = inputs
@@ -115,6 +126,7 @@ def probe_threads(
     batch_size: int,
     *,
     rounds: int = 3,
+    transform: BatchTransform | None = None,
 ) -> tuple[int, dict[int, float]]:
     """The fastest CPU thread count among {1, torch's current count}, timed on a throwaway copy.
 
@@ -139,7 +151,7 @@ def probe_threads(
                 torch.set_num_threads(n)
                 batch = stream.next()
                 t = time.perf_counter()
-                x = _input(source, batch, device, plan)
+                x = _input(source, batch, device, plan, transform)
                 training_step(probe, optimizers, x, batch, autocast_dtype=plan.autocast_dtype)
                 if r:
                     times[n].append(time.perf_counter() - t)
@@ -170,6 +182,7 @@ def train(
     progress: bool = True,
     sync_every: int | None = None,
     callback: Callable[[int, dict[str, float]], None] | None = None,
+    transform: BatchTransform | None = None,
 ) -> TrainResult:
     """Train one zoo model on uint8 images ``[N, 64, 64, C]`` (or a GroundTruth's grid).
 
@@ -187,8 +200,12 @@ def train(
     a throwaway copy and keeps the faster: it trades that reproducibility for speed on a shared
     machine; ``probe=None``/``False`` never probes. The count is stored in checkpoints. ``seed`` is
     an integer in [0, 2**63 - 1]; ``keep_checkpoints`` ≥ 1. ``callback(step, terms)`` is called
-    after every host sync (every ``sync_every`` steps: 1 on the CPU, 50 on a GPU). Raises
-    :class:`TrainingDivergedError` on a NaN/inf loss.
+    after every host sync (every ``sync_every`` steps: 1 on the CPU, 50 on a GPU).
+    ``transform(images, indices)`` is applied to each gathered batch (uint8 in, uint8 out, e.g.
+    a perturbation computed on the fly: a perturbed grid then needs no copy in memory); a run with
+    it is the same run, bitwise, as one on the transformed images held in memory (the identity's
+    fingerprint is taken on transformed rows). Raises :class:`TrainingDivergedError` on a NaN/inf
+    loss.
     """
     spec = model_spec(model)
     steps = check_int("steps", steps, minimum=0)
@@ -209,6 +226,7 @@ def train(
         seed=seed,
         batch_size=batch_size,
         precision=plan.name,
+        transform=transform,
     )
     if sync_every is None:
         sync_every = 1 if dev.type == "cpu" else 50
@@ -243,14 +261,16 @@ def train(
         threads = stored  # the resumed run keeps its thread count: bitwise continuation
     elif probe and dev.type == "cpu":
         t_probe = time.perf_counter()
-        threads, thread_times = probe_threads(objective, source, plan, identity.batch_size)
+        threads, thread_times = probe_threads(
+            objective, source, plan, identity.batch_size, transform=transform
+        )
         probe_seconds = time.perf_counter() - t_probe
     else:
         threads = previous_threads
     torch.set_num_threads(threads)  # for this run only
     try:
         (result,) = train_loop(
-            _OneModel(objective, optimizers, stream, source, plan, dev),
+            _OneModel(objective, optimizers, stream, source, plan, dev, transform),
             [LoopRun(identity, checkpoint_dir, {"num_threads": threads})],
             resumed,
             steps=steps,
