@@ -44,7 +44,8 @@ def explained_variance_fractions(s: np.ndarray, factors: np.ndarray) -> np.ndarr
     if len(f) != len(values):
         raise InvalidArgumentError(f"s has {len(values)} values but factors {len(f)} rows")
     centred = values - values.mean()
-    total = float(centred @ centred)
+    total = float(np.sum(centred * centred))  # numpy's pairwise sum: not BLAS, whose threads
+    # split the reduction (records must not depend on the thread count)
     if total <= 0:
         raise InvalidArgumentError("s is constant: its variance has no factor to explain it")
     out = np.empty(f.shape[1])
@@ -131,10 +132,12 @@ def pattern_uptake(
     counts = np.bincount(flat, minlength=256)
     mean_d = np.bincount(flat, weights=d, minlength=256) / np.maximum(counts, 1)
     dc = d - mean_d[flat]
-    denominator = float(dc @ dc)
+    denominator = float(
+        np.sum(dc * dc)
+    )  # pairwise sums, not BLAS: see explained_variance_fractions
     if denominator <= 0:
         raise InvalidArgumentError("the perturbation is zero on these images: no uptake to measure")
-    return float((r - mean_d[flat]) @ dc) / denominator
+    return float(np.sum((r - mean_d[flat]) * dc)) / denominator
 
 
 def s_alignment(
