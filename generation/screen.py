@@ -51,8 +51,9 @@ from perturbed_disentanglement.reference.stage import (
 )
 from perturbed_disentanglement.training.encoding import encode
 from perturbed_disentanglement.training.single import train
-from perturbed_disentanglement.util.atomic import write_atomic, write_npy_atomic
+from perturbed_disentanglement.util.atomic import write_atomic
 from perturbed_disentanglement.util.lock import exclusive
+from perturbed_disentanglement.util.shared_array import shared_array
 
 
 def log(msg: str) -> None:
@@ -61,17 +62,13 @@ def log(msg: str) -> None:
 
 def shared_grid(gt: Any, workdir: Path) -> np.ndarray:
     """The grid's images as a read-only memory map of one file in ``workdir`` (written once)."""
-    folder = workdir / "grid"
-    path = folder / f"{gt.name}-{len(gt)}-images.npy"
-    shape = (len(gt), *gt.image_shape)
-    with exclusive(folder, what=f"the grid file {path}", wait=True, log=log):
-        if path.exists():
-            images = np.load(path, mmap_mode="r", allow_pickle=False)
-            if images.shape == shape and images.dtype == np.uint8:
-                return images
-        log(f"writing the grid to {path}")
-        write_npy_atomic(path, gt.all_images())
-    return np.load(path, mmap_mode="r", allow_pickle=False)
+    return shared_array(
+        workdir / "grid" / f"{gt.name}-{len(gt)}-images.npy",
+        (len(gt), *gt.image_shape),
+        lambda out: np.copyto(out, gt.all_images()),
+        what="the grid's images",
+        log=log,
+    )
 
 
 def reference_encoding(gt: Any, images: np.ndarray, workdir: Path) -> tuple[np.ndarray, np.ndarray]:

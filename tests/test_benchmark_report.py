@@ -27,7 +27,6 @@ from perturbed_disentanglement.benchmark.report import (
     differences,
     information_curves,
     plot_samples,
-    signed_difference,
     strength_curves,
     summarize,
     welch_p,
@@ -278,23 +277,6 @@ def samples(n: int = 4) -> dict[str, np.ndarray]:
         "perturbed": original + 25,
         "noise": original + rng.integers(0, 10, original.shape, dtype=np.uint8),
     }
-
-
-def test_signed_difference_spans_black_to_white_over_plus_minus_epsilon() -> None:
-    eps = 0.2  # 51 bytes exactly
-    original = np.full((1, 1, 103, 1), 100, np.uint8)
-    changed = (100 + np.arange(-51, 52)).astype(np.uint8).reshape(1, 1, 103, 1)
-    grey = signed_difference(changed, original, eps)[0, 0, :, 0].astype(int)
-    assert grey[51] == 128  # no change: mid-grey, the exact middle value
-    assert grey[0] == 0 and grey[-1] == 255  # -ε black, +ε white
-    assert np.all(np.diff(grey) >= 0) and np.all(np.diff(grey[::4]) > 0)  # monotone
-    # RGB: one channel, the mean over the channels (means 0, +51, +17)
-    rgb = np.full((1, 1, 3, 3), 100, np.uint8)
-    rgb_changed = np.array([[[[151, 100, 49], [151, 151, 151], [151, 100, 100]]]], np.uint8)
-    shown = signed_difference(rgb_changed, rgb, eps)
-    assert shown.shape == (1, 1, 3, 1) and shown[0, 0, :, 0].tolist() == [128, 255, 170]
-    with pytest.raises(InvalidArgumentError, match="epsilon"):
-        signed_difference(changed, original, 0.0)
 
 
 def test_differences_are_scaled_by_each_configs_epsilon() -> None:

@@ -232,7 +232,11 @@ def test_figure_shows_five_columns_and_is_deterministic() -> None:
     assert np.all(difference_image(original, original, 0.175) == 128)
 
 
-def test_difference_image_spans_black_to_white_over_plus_minus_epsilon() -> None:
+def test_the_difference_map_spans_black_to_white_over_plus_minus_epsilon() -> None:
+    """The card's difference_image is the report's signed_difference (one function)."""
+    from perturbed_disentanglement.perturbation.difference import signed_difference
+
+    assert difference_image is signed_difference
     eps = 0.2  # 51 bytes exactly
     original = np.full((1, 1, 103, 1), 100, np.uint8)
     changed = (100 + np.arange(-51, 52)).astype(np.uint8).reshape(1, 1, 103, 1)
@@ -253,6 +257,8 @@ def test_difference_image_spans_black_to_white_over_plus_minus_epsilon() -> None
     assert shown[0, 0, :, 0].tolist() == [128, 255, 170]
     # without ε the largest difference is the scale
     assert difference_image(changed, original)[0, 0, -1, 0] == 255
+    with pytest.raises(InvalidArgumentError, match="epsilon"):
+        difference_image(changed, original, 0.0)
 
 
 def test_figure_caption_gives_the_scale_and_the_clipping() -> None:

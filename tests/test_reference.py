@@ -513,7 +513,7 @@ def test_cpu_restarts_share_one_memory_mapped_grid(tmp_path: Path) -> None:
     np.testing.assert_array_equal(again, first)
     path.write_bytes(b"not an npy file")
     mended = reference_module._training_images(plan, cpu, logged.append)
-    assert "not this grid's images" in logged[-1]
+    assert "is not this grid's images" in logged[-1]
     np.testing.assert_array_equal(mended, plan.grid.all_images())
 
 

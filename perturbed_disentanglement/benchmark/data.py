@@ -30,9 +30,8 @@ from ..errors import DataFormatError, InvalidArgumentError
 from ..ground_truth.dsprites import dsprites_factors
 from ..ground_truth.grid import ArrayGroundTruth, Factor
 from ..ground_truth.shapes3d import FACTORS as SHAPES3D_FACTORS
-from ..util.atomic import fsync_dir
-from ..util.lock import exclusive
 from ..util.png import decode_png_batch
+from ..util.shared_array import shared_array
 
 #: The datasets the benchmark knows, by their factor names (the columns that identify them).
 DATASETS = {
@@ -226,37 +225,6 @@ def _decode_images(
             bar.update(len(pngs))
 
 
-def _shared_images(
-    ds: Any,
-    position: np.ndarray,
-    shape: tuple[int, ...],
-    folder: Path,
-    key: str,
-    config: str,
-    threads: int | None,
-    progress: bool,
-) -> np.ndarray:
-    """The decoded config as a read-only memory map of ``folder/<key>.npy``, decoded once (under
-    a lock: a second process waits for the first, then maps its file)."""
-    path = folder / f"{key}.npy"
-    with exclusive(folder, what=f"the decoded config {path}", wait=True, log=print):
-        if path.exists():
-            try:
-                images = np.load(path, mmap_mode="r", allow_pickle=False)
-                if images.shape == shape and images.dtype == np.uint8:
-                    return images
-            except (OSError, ValueError):
-                pass
-        tmp = folder / f".{key}.npy.tmp"
-        target = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
-        _decode_images(ds, position, target, config, threads, progress)
-        target.flush()
-        del target
-        os.replace(tmp, path)  # complete or absent: a killed decode leaves only the .tmp
-        fsync_dir(folder)
-    return np.load(path, mmap_mode="r", allow_pickle=False)
-
-
 def load_config(
     data: str,
     config: str = "perturbed",
@@ -294,15 +262,11 @@ def load_config(
         key = hashlib.sha256(
             repr((str(data), config, revision, n, ds._fingerprint)).encode()
         ).hexdigest()[:32]
-        images = _shared_images(
-            ds,
-            position,
+        images = shared_array(
+            Path(decoded_dir) / f"{dataset}-{config}-{key}.npy",
             shape,
-            Path(decoded_dir),
-            f"{dataset}-{config}-{key}",
-            config,
-            threads,
-            progress,
+            lambda out: _decode_images(ds, position, out, config, threads, progress),
+            what=f"the decoded config {config!r}",
         )
     gt = ArrayGroundTruth(dataset, factors, images, source=f"{data}:{config}")
     return ConfigData(

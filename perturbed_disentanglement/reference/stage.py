@@ -64,6 +64,7 @@ from ..util.atomic import (
     write_npy_atomic,
 )
 from ..util.lock import LOCK_FILE, exclusive, holder
+from ..util.shared_array import shared_array
 from .s_rules import DEFAULT_S_RULE, SChoice, check_rule, choose_s
 
 #: The model whose restarts define s (paper §4.1).
@@ -698,22 +699,14 @@ def _training_images(plan: _Plan, device: torch.device, log: Any) -> np.ndarray:
     grid = plan.grid
     if device.type != "cpu":
         return grid.all_images()
-    folder = plan.dirs[0].parent / "grid"
-    path = folder / f"images-{plan.protocol.ground_truth['fingerprint']}.npy"
-    shape = (len(grid), *grid.image_shape)
-    with exclusive(folder, what=f"the grid's image file ({path})", wait=True, log=log):
-        if path.exists():
-            try:
-                images = np.load(path, mmap_mode="r", allow_pickle=False)
-                if images.shape == shape and images.dtype == np.uint8:
-                    return images
-            except (OSError, ValueError):
-                pass
-            log(f"{path} is not this grid's images; writing it again")
-        else:
-            log(f"writing the grid's images to {path}, shared by the restarts' processes")
-        write_npy_atomic(path, grid.all_images())
-    return np.load(path, mmap_mode="r", allow_pickle=False)
+    path = plan.dirs[0].parent / "grid" / f"images-{plan.protocol.ground_truth['fingerprint']}.npy"
+    return shared_array(
+        path,
+        (len(grid), *grid.image_shape),
+        lambda out: np.copyto(out, grid.all_images()),
+        what="this grid's images",
+        log=log,
+    )
 
 
 def _train_one(
