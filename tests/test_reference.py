@@ -19,6 +19,7 @@ from perturbed_disentanglement import ground_truth
 from perturbed_disentanglement.errors import ArtifactError, InvalidArgumentError
 from perturbed_disentanglement.ground_truth import ArrayGroundTruth
 from perturbed_disentanglement.ground_truth.subgrid import SubGrid
+from perturbed_disentanglement.reference.s_rules import S_RULES
 from perturbed_disentanglement.reference.stage import (
     PRESETS,
     SHIPPED_DIR,
@@ -361,6 +362,25 @@ def test_another_rule_reads_s_off_the_same_encoder(
     )
     with pytest.raises(InvalidArgumentError, match="unknown s rule"):
         ref.with_rule("best", grid)
+
+
+def test_every_rule_on_the_smoke_reference(smoke: tuple[Reference, Path, Path]) -> None:
+    """Each rule gives a standardised s with its entanglement recorded, or (a reference too
+    briefly trained for it) a clear refusal, never a silently different s."""
+    ref, _, _ = smoke
+    grid = preset_ground_truth(ground_truth("dsprites"), "smoke")
+    encoding = encode(ref.vae(), grid.all_images())
+    for rule in S_RULES:
+        try:
+            other = ref.with_rule(rule, grid, encoding=encoding)
+        except InvalidArgumentError as exc:
+            assert rule == "entangled-latent" and "no active latent" in str(exc)
+            continue
+        assert other.rule["rule"] == rule and other.entanglement["variance_fraction"]
+        s = other.s.astype(np.float64)
+        assert abs(s.mean()) < 1e-4 and abs(s.std() - 1) < 1e-4
+        if rule == "paper":
+            np.testing.assert_allclose(other.s, ref.s, atol=1e-6)  # the same rule: the same s
 
 
 def test_a_format_1_record_loads_as_the_papers_rule_with_its_entanglement(
