@@ -81,6 +81,7 @@ from perturbed_disentanglement import __version__, ground_truth
 from perturbed_disentanglement.errors import ArtifactError, PerturbedDisentanglementError
 from perturbed_disentanglement.ground_truth import GroundTruth, sha256_of
 from perturbed_disentanglement.ground_truth.subgrid import SubGrid
+from perturbed_disentanglement.metrics.diagnostics import entanglement_text
 from perturbed_disentanglement.perturbation.configs import (
     DEFAULT_CONFIG,
     KINDS,
@@ -539,40 +540,46 @@ def _reference(
     return ref.s, _reference_record(ref, source)
 
 
-def _with_rule(
-    ref: Reference, rule: str, grid: GroundTruth, workdir: Path, log: Callable
+def _cached(
+    cache: Path,
+    grid: GroundTruth,
+    make: Callable[[], Reference],
+    why: str,
+    log: Callable,
 ) -> Reference:
-    """``ref`` with s chosen by ``rule`` (its encoder over the grid; cached in the workdir)."""
-    key = _key([ref.record["s"]["sha256"], grid_identity(grid)["fingerprint"], rule])[:24]
-    cache = workdir / "s-rule" / key
+    """The reference cached in ``cache`` (checked against ``grid``), else ``make()``'s, saved
+    there: re-encoding a grid takes minutes, a rerun of the build should not pay them again."""
     if (cache / "reference.json").exists():
         try:
             return load_reference(cache, grid, shipped=False)
         except ArtifactError as exc:
             log(f"cached s in {cache} is unusable ({exc}); recomputing")
-    log(
-        f"s: rule {rule!r} instead of the reference's {ref.rule['rule']!r}: encoding the grid "
+    log(f"s: {why}")
+    new = make()
+    new.save(cache, overwrite=True)
+    return new
+
+
+def _with_rule(
+    ref: Reference, rule: str, grid: GroundTruth, workdir: Path, log: Callable
+) -> Reference:
+    """``ref`` with s chosen by ``rule`` (its encoder over the grid; cached in the workdir)."""
+    key = _key([ref.record["s"]["sha256"], grid_identity(grid)["fingerprint"], rule])[:24]
+    why = (
+        f"rule {rule!r} instead of the reference's {ref.rule['rule']!r}: encoding the grid "
         "(this s is computed on this CPU: builds from it may differ in the last bits between "
         "machines, unlike builds from a shipped s)"
     )
-    new = ref.with_rule(rule, grid, progress=False)
-    new.save(cache, overwrite=True)
-    return new
+    return _cached(
+        workdir / "s-rule" / key, grid, lambda: ref.with_rule(rule, grid, progress=False), why, log
+    )
 
 
 def _recomputed(ref: Reference, grid: GroundTruth, workdir: Path, log: Callable) -> Reference:
     """``ref`` re-applied to an official file's images (its encoder, cached in the workdir)."""
     key = _key([ref.record["s"]["sha256"], grid_identity(grid)["fingerprint"]])[:24]
-    cache = workdir / "s-recomputed" / key
-    if (cache / "reference.json").exists():
-        try:
-            return load_reference(cache, grid, shipped=False)
-        except ArtifactError as exc:
-            log(f"cached recomputed s in {cache} is unusable ({exc}); recomputing")
-    log("s: the reference was computed on the procedural grid; encoding the official images")
-    new = ref.recompute(grid)
-    new.save(cache, overwrite=True)
-    return new
+    why = "the reference was computed on the procedural grid; encoding the official images"
+    return _cached(workdir / "s-recomputed" / key, grid, lambda: ref.recompute(grid), why, log)
 
 
 # --- shards ----------------------------------------------------------------------------------
@@ -1233,21 +1240,6 @@ def parse_args(argv: list[str] | None = None) -> BuildOptions:
 
 def _mb(num_bytes: int) -> str:
     return f"{num_bytes / 1e6:,.1f} MB"
-
-
-def entanglement_text(entanglement: dict[str, Any]) -> str:
-    """One line: how much of Var(s) each factor explains, and the verdict."""
-    shares = ", ".join(
-        f"{k} {v:.2f}"
-        for k, v in sorted(entanglement["variance_fraction"].items(), key=lambda kv: -kv[1])
-        if v >= 0.01
-    )
-    verdict = (
-        f"WARNING: dominated by {entanglement['dominant']} (> {entanglement['threshold']})"
-        if entanglement["dominated"]
-        else "no factor dominates"
-    )
-    return f"s's variance explained by each factor: {shares}; {verdict}"
 
 
 def summary(result: BuildResult) -> str:

@@ -29,10 +29,10 @@ from typing import Any
 
 from perturbed_disentanglement import ground_truth
 from perturbed_disentanglement.errors import PerturbedDisentanglementError
+from perturbed_disentanglement.metrics.diagnostics import entanglement_text
 from perturbed_disentanglement.reference.s_rules import DEFAULT_S_RULE, S_RULES
 from perturbed_disentanglement.reference.stage import (
     PRESETS,
-    Reference,
     load_reference,
     run_reference,
     train_restart,
@@ -109,22 +109,6 @@ def _protocol(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _entanglement_line(reference: Reference) -> str:
-    e = reference.entanglement
-    shares = ", ".join(
-        f"{k} {v:.2f}"
-        for k, v in sorted(e["variance_fraction"].items(), key=lambda kv: -kv[1])
-        if v >= 0.01
-    )
-    verdict = (
-        f"WARNING: dominated by {e['dominant']} (> {e['threshold']}): a pattern keyed to one "
-        "factor entangles nothing"
-        if e["dominated"]
-        else "no factor dominates"
-    )
-    return f"s's variance explained by each factor: {shares}; {verdict}"
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.restart is not None:
@@ -162,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         f"s by rule {rule['rule']!r}: latents {rule['latents']}, sign follows "
         f"{record['s']['sign_factor']}; sha256 {record['s']['sha256'][:16]}…"
     )
-    print(_entanglement_line(reference))
+    print(entanglement_text(reference.entanglement))
     return 0
 
 

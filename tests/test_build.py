@@ -27,7 +27,7 @@ from perturbed_disentanglement import ground_truth
 from perturbed_disentanglement.errors import InvalidArgumentError
 from perturbed_disentanglement.ground_truth.official_files import sha256_of
 from perturbed_disentanglement.perturbation.pattern import default_strength, max_step
-from perturbed_disentanglement.reference.stage import preset_ground_truth
+from perturbed_disentanglement.reference.stage import load_reference, preset_ground_truth
 
 from .conftest import NAME, ROOT, SmokeBuild
 
@@ -532,3 +532,24 @@ def test_an_s_rule_recomputes_s_records_its_entanglement_and_the_card_says_so(
     assert "--s-rule balanced-rotation" in card
     again, _ = run_build(out, workdir, s_rule="balanced-rotation")  # resumed, the same s
     assert again.manifest["reference"]["s_sha256"] == ref["s_sha256"]
+
+
+def test_an_s_computed_in_the_build_is_cached_in_the_workdir(tmp_path) -> None:
+    """A rule other than the reference's (or an official file) re-encodes the grid once; a rerun
+    reads the cached artifact, and a damaged one is recomputed."""
+    grid = ground_truth("dsprites")
+    ref = load_reference("dsprites", grid)
+    calls: list[int] = []
+
+    def make():
+        calls.append(1)
+        return ref
+
+    logged: list[str] = []
+    first = build_module._cached(tmp_path / "c", grid, make, "why", logged.append)
+    again = build_module._cached(tmp_path / "c", grid, make, "why", logged.append)
+    assert len(calls) == 1 and logged == ["s: why"]
+    np.testing.assert_array_equal(first.s, again.s)
+    (tmp_path / "c" / "s.npy").write_bytes(b"damaged")
+    build_module._cached(tmp_path / "c", grid, make, "why", logged.append)
+    assert len(calls) == 2 and "unusable" in logged[1]

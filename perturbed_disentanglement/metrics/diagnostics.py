@@ -93,6 +93,22 @@ def s_entanglement(
     }
 
 
+def entanglement_text(entanglement: dict[str, object]) -> str:
+    """:func:`s_entanglement`'s result in one line: the factors' shares of Var(s) (from 0.01 up,
+    largest first) and the verdict, with a warning when one factor dominates."""
+    fractions = dict(entanglement["variance_fraction"])  # type: ignore[arg-type]
+    shares = ", ".join(
+        f"{k} {v:.2f}" for k, v in sorted(fractions.items(), key=lambda kv: -kv[1]) if v >= 0.01
+    )
+    verdict = (
+        f"WARNING: dominated by {entanglement['dominant']} (> {entanglement['threshold']}): a "
+        "pattern keyed to one factor entangles nothing"
+        if entanglement["dominated"]
+        else "no factor dominates"
+    )
+    return f"s's variance explained by each factor: {shares}; {verdict}"
+
+
 def _as_unit(images: object, name: str) -> np.ndarray:
     a = np.asarray(images)
     if a.dtype == np.uint8:
