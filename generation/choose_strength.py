@@ -163,7 +163,11 @@ def main(argv: list[str] | None = None) -> int:
                 where = args.dataset if args.reference == "shipped" else args.reference
                 ref = load_reference(where, gt, shipped=args.reference == "shipped")
                 s_values = ref.s.astype(np.float64)
-                reference_note = f"{args.reference} (MIG {ref.chosen_mig:.3f}, latent {ref.latent})"
+                latents = ", ".join(str(k) for k in ref.rule["latents"])
+                reference_note = (
+                    f"{args.reference} (MIG {ref.chosen_mig:.3f}, s by the rule "
+                    f"{ref.rule['rule']} on latents {latents})"
+                )
             except PerturbedDisentanglementError as exc:
                 if args.reference != "shipped":
                     raise

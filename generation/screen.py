@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from perturbed_disentanglement import __version__, ground_truth
+from perturbed_disentanglement.benchmark.report import summarize, welch_p
 from perturbed_disentanglement.errors import InvalidArgumentError, PerturbedDisentanglementError
 from perturbed_disentanglement.metrics import mig
 from perturbed_disentanglement.metrics.diagnostics import (
@@ -170,6 +171,85 @@ def summary_table(folder: Path) -> str:
     return "\n".join([head, rule, *lines]) + "\n"
 
 
+def screen_document(folder: Path) -> str:
+    """``screen.md``: the seed comparison (where settings have several seeds), then every record."""
+    records = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+    comparison = seed_comparison(records)
+    parts = ["# Screen records\n"]
+    if comparison:
+        parts += [
+            "## Across seeds\n",
+            "Each setting against `original` of the same β at the same step: mean ± sd (seeds), "
+            "the ratio of the means, Welch's two-sided p; uptake and the least-noise latent's "
+            "NMI with s are means over the seeds.\n",
+            comparison,
+        ]
+    parts += ["## Every record\n", summary_table(folder)]
+    return "\n".join(parts)
+
+
+def _setting(r: dict[str, Any]) -> tuple[Any, ...]:
+    """A record's setting: everything but the training seed and the step."""
+    rule = r["rule"] if r["config"] == "perturbed" else None
+    build_seed = 0 if r["config"] == "original" else r["build_seed"]  # no pattern, no noise
+    return (r["config"], rule, r["kappa"], r["epsilon"], r["beta"], build_seed)
+
+
+def _setting_label(setting: tuple[Any, ...]) -> str:
+    config, rule, kappa, eps, beta, build_seed = setting
+    parts = [config]
+    if rule is not None:
+        parts.append(f"{rule}, κ {kappa:g}")
+    if config != "original":
+        parts.append(f"ε {eps:g}")
+    parts.append(f"β {beta:g}")
+    if build_seed:
+        parts.append(f"build seed {build_seed}")
+    return ", ".join(parts)
+
+
+def seed_comparison(records: list[dict[str, Any]]) -> str:
+    """Each setting against ``original`` of the same β at the same step, over seeds.
+
+    One Markdown row per (setting, step) with at least two seeds and an ``original`` of at least
+    two seeds beside it: mean ± sd of MIG (seeds), the ratio of the means, Welch's two-sided p,
+    the mean uptake, and the least-noise latent's NMI with s (mean) with the seeds where it
+    follows s. The paper's claim is read off these rows: ``perturbed`` ≤ 0.5× with p < 0.05,
+    ``noise`` ≥ 0.8×.
+    """
+    groups: dict[tuple[Any, ...], dict[int, dict[int, dict[str, Any]]]] = {}
+    for r in records:
+        groups.setdefault(_setting(r), {}).setdefault(r["step"], {})[r["seed"]] = r
+    rows = []
+    for setting, by_step in sorted(groups.items(), key=lambda kv: _setting_label(kv[0])):
+        original = ("original", None, None, 0.0, setting[4], 0)
+        for step, by_seed in sorted(by_step.items()):
+            base = groups.get(original, {}).get(step, {})
+            if len(by_seed) < 2 or len(base) < 2:
+                continue
+            mig_values = [by_seed[k]["mig"] for k in sorted(by_seed)]
+            base_values = [base[k]["mig"] for k in sorted(base)]
+            here, there = summarize(mig_values), summarize(base_values)
+            p = None if setting[0] == "original" else welch_p(mig_values, base_values)
+            uptakes = [r["uptake"] for r in by_seed.values() if r["uptake"] is not None]
+            nmi = float(np.mean([r["s_alignment"]["least_noise_nmi"] for r in by_seed.values()]))
+            follows = sum(bool(r["s_alignment"]["follows_s"]) for r in by_seed.values())
+            rows.append(
+                f"| {_setting_label(setting)} | {step:,} | {', '.join(str(k) for k in sorted(by_seed))}"
+                f" | **{here.text()}** | {there.text()} | {here.mean / there.mean:.2f}× | "
+                f"{'–' if p is None else f'{p:.3g}'} | "
+                f"{'–' if not uptakes else f'{np.mean(uptakes):.3f}'} | {nmi:.2f} | "
+                f"{follows} of {len(by_seed)} |"
+            )
+    if not rows:
+        return ""
+    head = (
+        "| setting | step | seeds | MIG | `original` MIG | ratio | p (Welch) | uptake | "
+        "least-noise latent's NMI with s | follows s |"
+    )
+    return "\n".join([head, "|" + "---|" * 10, *rows]) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m generation.screen",
@@ -197,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     a = p.parse_args(argv)
     if a.summarise:
-        (a.out / "screen.md").write_text(summary_table(a.out))
+        (a.out / "screen.md").write_text(screen_document(a.out))
         print((a.out / "screen.md").read_text())
         return 0
     try:

@@ -64,3 +64,43 @@ def test_bad_settings_are_refused_before_any_work(tmp_path, capsys, args, messag
     assert message in capsys.readouterr().err and not (tmp_path / "work").exists()
     with pytest.raises(SystemExit):
         _run(tmp_path, "--rule", "best")
+
+
+def _record(config: str, seed: int, mig_value: float, *, step: int = 100) -> dict:
+    perturbed = config == "perturbed"
+    return {
+        "config": config,
+        "rule": "balanced-rotation",
+        "kappa": 1.0 if perturbed else None,
+        "epsilon": 0.0 if config == "original" else 0.25,
+        "beta": 32.0,
+        "build_seed": 0,
+        "seed": seed,
+        "step": step,
+        "mig": mig_value,
+        "uptake": 0.5 if perturbed else None,
+        "s_alignment": {"least_noise_nmi": 0.2, "follows_s": perturbed and seed == 0},
+    }
+
+
+def test_the_seed_comparison_is_the_means_ratio_and_welchs_p_against_original() -> None:
+    from scipy import stats
+
+    original = [0.40, 0.38, 0.42]
+    perturbed = [0.20, 0.22, 0.19]
+    records = [_record("original", k, v) for k, v in enumerate(original)]
+    records += [_record("perturbed", k, v) for k, v in enumerate(perturbed)]
+    records += [_record("noise", 0, 0.41)]  # one seed: no row
+    records += [_record("perturbed", 0, 0.3, step=50), _record("perturbed", 1, 0.3, step=50)]
+    table = screen.seed_comparison(records)
+    rows = table.splitlines()[2:]
+    assert len(rows) == 2  # original and perturbed at step 100; step 50 has no original beside it
+    row = next(r for r in rows if r.startswith("| perturbed"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    ratio = sum(perturbed) / sum(original)
+    p = stats.ttest_ind(perturbed, original, equal_var=False).pvalue
+    assert cells[2] == "0, 1, 2" and cells[5] == f"{ratio:.2f}×" and cells[6] == f"{p:.3g}"
+    assert cells[3].startswith(f"**{sum(perturbed) / 3:.3f} ± ") and cells[9] == "1 of 3"
+    original_row = next(r for r in rows if r.startswith("| original"))
+    assert "| 1.00× | – |" in original_row
+    assert screen.seed_comparison(records[:3]).count("\n") == 3  # original alone: its own row
