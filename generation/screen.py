@@ -250,7 +250,8 @@ def seed_comparison(records: list[dict[str, Any]]) -> str:
     return "\n".join([head, "|" + "---|" * 10, *rows]) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
+    """The command line (also what :mod:`generation.campaign` checks a jobs file against)."""
     p = argparse.ArgumentParser(
         prog="python -m generation.screen",
         description=__doc__.split("\n\n")[0],
@@ -275,7 +276,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="train nothing: write OUT/screen.md, a table of every record in --out",
     )
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parser().parse_args(argv)
     if a.summarise:
         (a.out / "screen.md").write_text(screen_document(a.out))
         print((a.out / "screen.md").read_text())
