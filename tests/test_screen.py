@@ -78,6 +78,8 @@ def _record(config: str, seed: int, mig_value: float, *, step: int = 100) -> dic
         "seed": seed,
         "step": step,
         "mig": mig_value,
+        "mig_per_factor": [mig_value, 3 * mig_value, 0.5],  # s's factors: a and b
+        "s_entanglement": {"variance_fraction": {"a": 0.6, "b": 0.35, "c": 0.05}},
         "uptake": 0.5 if perturbed else None,
         "s_alignment": {"least_noise_nmi": 0.2, "follows_s": perturbed and seed == 0},
     }
@@ -100,7 +102,8 @@ def test_the_seed_comparison_is_the_means_ratio_and_welchs_p_against_original() 
     ratio = sum(perturbed) / sum(original)
     p = stats.ttest_ind(perturbed, original, equal_var=False).pvalue
     assert cells[2] == "0, 1, 2" and cells[5] == f"{ratio:.2f}×" and cells[6] == f"{p:.3g}"
-    assert cells[3].startswith(f"**{sum(perturbed) / 3:.3f} ± ") and cells[9] == "1 of 3"
+    assert cells[3].startswith(f"**{sum(perturbed) / 3:.3f} ± ") and cells[11] == "1 of 3"
+    assert cells[7] == f"{2 * sum(perturbed) / 3:.2f}" and cells[8] == "0.50"  # s's and the rest
     original_row = next(r for r in rows if r.startswith("| original"))
     assert "| 1.00× | – |" in original_row
     assert screen.seed_comparison(records[:3]).count("\n") == 3  # original alone: its own row
