@@ -29,7 +29,12 @@ import numpy as np
 import torch
 
 from perturbed_disentanglement import __version__, ground_truth
-from perturbed_disentanglement.benchmark.report import summarize, welch_p
+from perturbed_disentanglement.benchmark.screening import (
+    CHOICE_FILE,
+    confirmed_choice,
+    read_records,
+    screen_document,
+)
 from perturbed_disentanglement.errors import InvalidArgumentError, PerturbedDisentanglementError
 from perturbed_disentanglement.metrics import mig
 from perturbed_disentanglement.metrics.diagnostics import (
@@ -139,131 +144,18 @@ def evaluate(
     return record
 
 
-def summary_table(folder: Path) -> str:
-    """The screen's records in ``folder`` as one Markdown table, a row per (setting, step)."""
-    records = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
-    if not records:
-        return "no screen records in " + str(folder)
-    names = list(dict.fromkeys(r["name"] for r in records))
-    factors = None
-    lines = []
-    for name in names:
-        for r in sorted((r for r in records if r["name"] == name), key=lambda r: r["step"]):
-            gt_names = r["s_entanglement"]["variance_fraction"]
-            factors = factors or list(gt_names)
-            al = r["s_alignment"]
-            up = "–" if r["uptake"] is None else f"{r['uptake']:.3f}"
-            kappa = "–" if r["kappa"] is None else f"{r['kappa']:g}"
-            per = " | ".join(f"{v:.2f}" for v in r["mig_per_factor"])
-            lines.append(
-                f"| {r['config']} | {r['rule'] if r['config'] == 'perturbed' else '–'} | "
-                f"{kappa} | {r['epsilon']:g} | "
-                f"{r['beta']:g} | {r['seed']} | {r['step']:,} | **{r['mig']:.3f}** | {per} | {up} | "
-                f"{al['least_noise']} ({al['least_noise_nmi']:.2f}) | {al['best']} "
-                f"({al['best_nmi']:.2f}) |"
-            )
-    head = (
-        "| config | s rule | κ | ε | β | seed | step | MIG | "
-        + " | ".join(f"MIG {f}" for f in factors or [])
-        + " | uptake | least-noise latent (NMI with s) | latent most informative about s (NMI) |"
-    )
-    rule = "|" + "---|" * (head.count("|") - 1)
-    return "\n".join([head, rule, *lines]) + "\n"
-
-
-def screen_document(folder: Path) -> str:
-    """``screen.md``: the seed comparison (where settings have several seeds), then every record."""
-    records = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
-    comparison = seed_comparison(records)
-    parts = ["# Screen records\n"]
-    if comparison:
-        parts += [
-            "## Across seeds\n",
-            "Each setting against `original` of the same β at the same step: mean ± sd (seeds), "
-            "the ratio of the means, Welch's two-sided p; the per-factor MIG averaged over s's "
-            f"factors (those whose conditional mean explains ≥ {S_FACTOR_SHARE:g} of Var(s)) and "
-            "over the other factors, the uptake and the least-noise latent's NMI with s are means "
-            "over the seeds.\n",
-            comparison,
-        ]
-    parts += ["## Every record\n", summary_table(folder)]
-    return "\n".join(parts)
-
-
-def _setting(r: dict[str, Any]) -> tuple[Any, ...]:
-    """A record's setting: everything but the training seed and the step."""
-    rule = r["rule"] if r["config"] == "perturbed" else None
-    build_seed = 0 if r["config"] == "original" else r["build_seed"]  # no pattern, no noise
-    return (r["config"], rule, r["kappa"], r["epsilon"], r["beta"], build_seed)
-
-
-def _setting_label(setting: tuple[Any, ...]) -> str:
-    config, rule, kappa, eps, beta, build_seed = setting
-    parts = [config]
-    if rule is not None:
-        parts.append(f"{rule}, κ {kappa:g}")
-    if config != "original":
-        parts.append(f"ε {eps:g}")
-    parts.append(f"β {beta:g}")
-    if build_seed:
-        parts.append(f"build seed {build_seed}")
-    return ", ".join(parts)
-
-
-#: A factor is one of s's when its conditional mean explains at least this share of Var(s).
-S_FACTOR_SHARE = 0.1
-
-
-def mig_of_s_factors(record: dict[str, Any]) -> tuple[float, float]:
-    """Mean per-factor MIG over s's factors and over the others: a drop confined to the first is
-    the perturbation's targeted entanglement, a drop in both a general loss."""
-    shares = record["s_entanglement"]["variance_fraction"]
-    mine = np.array([shares[f] >= S_FACTOR_SHARE for f in shares])
-    per = np.asarray(record["mig_per_factor"], np.float64)
-    return float(per[mine].mean()), float(per[~mine].mean()) if (~mine).any() else float("nan")
-
-
-def seed_comparison(records: list[dict[str, Any]]) -> str:
-    """Each setting against ``original`` of the same β at the same step, over seeds.
-
-    One Markdown row per (setting, step) with at least two seeds and an ``original`` of at least
-    two seeds beside it: mean ± sd of MIG (seeds), the ratio of the means, Welch's two-sided p,
-    the per-factor MIG of s's factors and of the others (:func:`mig_of_s_factors`), the mean uptake, and the least-noise latent's NMI with s (mean) with the seeds where it
-    follows s. The paper's claim is read off these rows: ``perturbed`` ≤ 0.5× with p < 0.05,
-    ``noise`` ≥ 0.8×.
-    """
-    groups: dict[tuple[Any, ...], dict[int, dict[int, dict[str, Any]]]] = {}
-    for r in records:
-        groups.setdefault(_setting(r), {}).setdefault(r["step"], {})[r["seed"]] = r
-    rows = []
-    for setting, by_step in sorted(groups.items(), key=lambda kv: _setting_label(kv[0])):
-        original = ("original", None, None, 0.0, setting[4], 0)
-        for step, by_seed in sorted(by_step.items()):
-            base = groups.get(original, {}).get(step, {})
-            if len(by_seed) < 2 or len(base) < 2:
-                continue
-            mig_values = [by_seed[k]["mig"] for k in sorted(by_seed)]
-            base_values = [base[k]["mig"] for k in sorted(base)]
-            here, there = summarize(mig_values), summarize(base_values)
-            p = None if setting[0] == "original" else welch_p(mig_values, base_values)
-            uptakes = [r["uptake"] for r in by_seed.values() if r["uptake"] is not None]
-            nmi = float(np.mean([r["s_alignment"]["least_noise_nmi"] for r in by_seed.values()]))
-            follows = sum(bool(r["s_alignment"]["follows_s"]) for r in by_seed.values())
-            s_part, rest = np.mean([mig_of_s_factors(r) for r in by_seed.values()], axis=0)
-            rows.append(
-                f"| {_setting_label(setting)} | {step:,} | {', '.join(str(k) for k in sorted(by_seed))}"
-                f" | **{here.text()}** | {there.text()} | {here.mean / there.mean:.2f}× | "
-                f"{'–' if p is None else f'{p:.3g}'} | {s_part:.2f} | {rest:.2f} | "
-                f"{'–' if not uptakes else f'{np.mean(uptakes):.3f}'} | {nmi:.2f} | "
-                f"{follows} of {len(by_seed)} |"
-            )
-    if not rows:
-        return ""
-    head = (
-        "| setting | step | seeds | MIG | `original` MIG | ratio | p (Welch) | MIG of s's factors | "
-        "MIG of the other factors | uptake | least-noise latent's NMI with s | follows s |"
-    )
-    return "\n".join([head, "|" + "---|" * 12, *rows]) + "\n"
+def write_choice(folder: Path, step: int) -> int:
+    """``folder/choice.json`` from the records in ``folder`` (:func:`confirmed_choice`)."""
+    try:
+        choice = confirmed_choice(read_records(folder), step)
+    except ValueError as exc:
+        print(f"no choice: {exc}", file=sys.stderr)
+        return 1
+    choice["package_version"] = __version__
+    text = (json.dumps(choice, indent=1) + "\n").encode()
+    write_atomic(folder / CHOICE_FILE, lambda f: f.write(text))
+    print(f"chosen: {json.dumps(choice)}")
+    return 0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -292,15 +184,26 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="train nothing: write OUT/screen.md, a table of every record in --out",
     )
+    p.add_argument(
+        "--choose-at",
+        type=int,
+        metavar="STEP",
+        help="with --summarise: write OUT/choice.json, the perturbed setting with the largest "
+        "drop at STEP that shows the effect over 5 seeds (ratio ≤ 0.5, Welch p < 0.05, noise ≥ "
+        "0.8× original), or exit 1 naming why none does",
+    )
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     a = parser().parse_args(argv)
     if a.summarise:
+        if not a.out.is_dir():
+            print(f"error: {a.out}: no such folder of screen records", file=sys.stderr)
+            return 2
         (a.out / "screen.md").write_text(screen_document(a.out))
         print((a.out / "screen.md").read_text())
-        return 0
+        return 0 if a.choose_at is None else write_choice(a.out, a.choose_at)
     try:
         if a.config != "original":
             check_epsilon(a.eps)

@@ -1,0 +1,240 @@
+"""The screen's records read together: the tables of ``screen.md`` and the choice of a default.
+
+A screen record (:mod:`generation.screen`) is one β-VAE, one setting (config, s rule, κ, ε, β,
+build seed), one training seed, one milestone: MIG, per-factor MIG, the mutual-information matrix,
+the uptake and the s-alignment. Pure functions of records, so every number in ``screen.md`` and
+in a committed choice can be recomputed from the committed records.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .report import summarize, welch_p
+
+#: The file a committed choice is written to, beside the records it was read from.
+CHOICE_FILE = "choice.json"
+
+
+def read_records(folder: Path) -> list[dict[str, Any]]:
+    """Every screen record (``*.json`` other than a choice) in ``folder``, in name order."""
+    return [
+        json.loads(p.read_text()) for p in sorted(folder.glob("*.json")) if p.name != CHOICE_FILE
+    ]
+
+
+def summary_table(records: list[dict[str, Any]]) -> str:
+    """Screen records as one Markdown table, a row per (setting, step)."""
+    if not records:
+        return "no screen records"
+    names = list(dict.fromkeys(r["name"] for r in records))
+    factors = None
+    lines = []
+    for name in names:
+        for r in sorted((r for r in records if r["name"] == name), key=lambda r: r["step"]):
+            gt_names = r["s_entanglement"]["variance_fraction"]
+            factors = factors or list(gt_names)
+            al = r["s_alignment"]
+            up = "–" if r["uptake"] is None else f"{r['uptake']:.3f}"
+            kappa = "–" if r["kappa"] is None else f"{r['kappa']:g}"
+            per = " | ".join(f"{v:.2f}" for v in r["mig_per_factor"])
+            lines.append(
+                f"| {r['config']} | {r['rule'] if r['config'] == 'perturbed' else '–'} | "
+                f"{kappa} | {r['epsilon']:g} | "
+                f"{r['beta']:g} | {r['seed']} | {r['step']:,} | **{r['mig']:.3f}** | {per} | {up} | "
+                f"{al['least_noise']} ({al['least_noise_nmi']:.2f}) | {al['best']} "
+                f"({al['best_nmi']:.2f}) |"
+            )
+    head = (
+        "| config | s rule | κ | ε | β | seed | step | MIG | "
+        + " | ".join(f"MIG {f}" for f in factors or [])
+        + " | uptake | least-noise latent (NMI with s) | latent most informative about s (NMI) |"
+    )
+    rule = "|" + "---|" * (head.count("|") - 1)
+    return "\n".join([head, rule, *lines]) + "\n"
+
+
+def screen_document(folder: Path) -> str:
+    """``screen.md``: the seed comparison (where settings have several seeds), then every record."""
+    records = read_records(folder)
+    comparison = seed_comparison(records)
+    parts = ["# Screen records\n"]
+    if comparison:
+        parts += [
+            "## Across seeds\n",
+            "Each setting against `original` of the same β at the same step: mean ± sd (seeds), "
+            "the ratio of the means, Welch's two-sided p; the per-factor MIG averaged over s's "
+            f"factors (those whose conditional mean explains ≥ {S_FACTOR_SHARE:g} of Var(s)) and "
+            "over the other factors, the uptake and the least-noise latent's NMI with s are means "
+            "over the seeds.\n",
+            comparison,
+        ]
+    parts += ["## Every record\n", summary_table(records)]
+    return "\n".join(parts)
+
+
+def _setting(r: dict[str, Any]) -> tuple[Any, ...]:
+    """A record's setting: everything but the training seed and the step."""
+    rule = r["rule"] if r["config"] == "perturbed" else None
+    build_seed = 0 if r["config"] == "original" else r["build_seed"]  # no pattern, no noise
+    return (r["config"], rule, r["kappa"], r["epsilon"], r["beta"], build_seed)
+
+
+def _by_setting(records: list[dict[str, Any]]) -> dict[tuple[Any, ...], dict[int, dict[int, Any]]]:
+    """Records as ``{setting: {step: {seed: record}}}``."""
+    groups: dict[tuple[Any, ...], dict[int, dict[int, Any]]] = {}
+    for r in records:
+        groups.setdefault(_setting(r), {}).setdefault(r["step"], {})[r["seed"]] = r
+    return groups
+
+
+def _setting_label(setting: tuple[Any, ...]) -> str:
+    config, rule, kappa, eps, beta, build_seed = setting
+    parts = [config]
+    if rule is not None:
+        parts.append(f"{rule}, κ {kappa:g}")
+    if config != "original":
+        parts.append(f"ε {eps:g}")
+    parts.append(f"β {beta:g}")
+    if build_seed:
+        parts.append(f"build seed {build_seed}")
+    return ", ".join(parts)
+
+
+#: A factor is one of s's when its conditional mean explains at least this share of Var(s).
+S_FACTOR_SHARE = 0.1
+
+
+def mig_of_s_factors(record: dict[str, Any]) -> tuple[float, float]:
+    """Mean per-factor MIG over s's factors and over the others: a drop confined to the first is
+    the perturbation's targeted entanglement, a drop in both a general loss."""
+    shares = record["s_entanglement"]["variance_fraction"]
+    mine = np.array([shares[f] >= S_FACTOR_SHARE for f in shares])
+    per = np.asarray(record["mig_per_factor"], np.float64)
+    return float(per[mine].mean()), float(per[~mine].mean()) if (~mine).any() else float("nan")
+
+
+def seed_comparison(records: list[dict[str, Any]]) -> str:
+    """Each setting against ``original`` of the same β at the same step, over seeds.
+
+    One Markdown row per (setting, step) with at least two seeds and an ``original`` of at least
+    two seeds beside it: mean ± sd of MIG (seeds), the ratio of the means, Welch's two-sided p,
+    the per-factor MIG of s's factors and of the others (:func:`mig_of_s_factors`), the mean uptake, and the least-noise latent's NMI with s (mean) with the seeds where it
+    follows s. The paper's claim is read off these rows: ``perturbed`` ≤ 0.5× with p < 0.05,
+    ``noise`` ≥ 0.8×.
+    """
+    groups = _by_setting(records)
+    rows = []
+    for setting, by_step in sorted(groups.items(), key=lambda kv: _setting_label(kv[0])):
+        original = ("original", None, None, 0.0, setting[4], 0)
+        for step, by_seed in sorted(by_step.items()):
+            base = groups.get(original, {}).get(step, {})
+            if len(by_seed) < 2 or len(base) < 2:
+                continue
+            mig_values = [by_seed[k]["mig"] for k in sorted(by_seed)]
+            base_values = [base[k]["mig"] for k in sorted(base)]
+            here, there = summarize(mig_values), summarize(base_values)
+            p = None if setting[0] == "original" else welch_p(mig_values, base_values)
+            uptakes = [r["uptake"] for r in by_seed.values() if r["uptake"] is not None]
+            nmi = float(np.mean([r["s_alignment"]["least_noise_nmi"] for r in by_seed.values()]))
+            follows = sum(bool(r["s_alignment"]["follows_s"]) for r in by_seed.values())
+            s_part, rest = np.mean([mig_of_s_factors(r) for r in by_seed.values()], axis=0)
+            rows.append(
+                f"| {_setting_label(setting)} | {step:,} | {', '.join(str(k) for k in sorted(by_seed))}"
+                f" | **{here.text()}** | {there.text()} | {here.mean / there.mean:.2f}× | "
+                f"{'–' if p is None else f'{p:.3g}'} | {s_part:.2f} | {rest:.2f} | "
+                f"{'–' if not uptakes else f'{np.mean(uptakes):.3f}'} | {nmi:.2f} | "
+                f"{follows} of {len(by_seed)} |"
+            )
+    if not rows:
+        return ""
+    head = (
+        "| setting | step | seeds | MIG | `original` MIG | ratio | p (Welch) | MIG of s's factors | "
+        "MIG of the other factors | uptake | least-noise latent's NMI with s | follows s |"
+    )
+    return "\n".join([head, "|" + "---|" * 12, *rows]) + "\n"
+
+
+#: What a default must show (issue 17): over at least this many seeds, ``perturbed`` at most
+#: this ratio of ``original`` with Welch's p below ``P_BELOW``, and ``noise`` at least
+#: ``NOISE_AT_LEAST`` of it.
+MIN_SEEDS = 5
+RATIO_AT_MOST = 0.5
+P_BELOW = 0.05
+NOISE_AT_LEAST = 0.8
+
+
+def _mig_by_seed(groups: dict, setting: tuple[Any, ...], step: int) -> dict[int, float]:
+    return {k: r["mig"] for k, r in groups.get(setting, {}).get(step, {}).items()}
+
+
+def confirmed_choice(records: list[dict[str, Any]], step: int) -> dict[str, Any]:
+    """The perturbed setting with the largest drop at ``step`` that passes the paper's test.
+
+    Candidates: every ``perturbed`` setting with :data:`MIN_SEEDS` seeds beside an ``original``
+    of as many at the same β and step; it passes with a ratio of means ≤ :data:`RATIO_AT_MOST`,
+    Welch's p < :data:`P_BELOW`, and ``noise`` of the same ε, β and build seed (any number of
+    seeds ≥ 1 at ``step``) at ≥ :data:`NOISE_AT_LEAST` of ``original``. Returns the setting and
+    its evidence (the per-seed MIGs, ratios and p), or raises ``ValueError`` naming why none
+    passes, so a default can only be written from records that show the effect.
+    """
+    groups = _by_setting(records)
+    passing, reasons = [], []
+    for setting in groups:
+        config, rule, kappa, eps, beta, build_seed = setting
+        if config != "perturbed":
+            continue
+        label = _setting_label(setting)
+        mine = _mig_by_seed(groups, setting, step)
+        if not mine:
+            continue
+        base = _mig_by_seed(groups, ("original", None, None, 0.0, beta, 0), step)
+        noise = _mig_by_seed(groups, ("noise", None, None, eps, beta, build_seed), step)
+        if len(mine) < MIN_SEEDS or len(base) < MIN_SEEDS:
+            reasons.append(f"{label}: {len(mine)} seeds, original {len(base)} (need {MIN_SEEDS})")
+            continue
+        original_mean = float(np.mean(list(base.values())))
+        ratio = float(np.mean(list(mine.values()))) / original_mean
+        p = welch_p(list(mine.values()), list(base.values()))
+        noise_ratio = float(np.mean(list(noise.values()))) / original_mean if noise else None
+        verdict = {
+            f"ratio {ratio:.2f} > {RATIO_AT_MOST}": ratio > RATIO_AT_MOST,
+            f"p {'undefined' if p is None else f'{p:.3g}'} ≥ {P_BELOW}": p is None or p >= P_BELOW,
+            "no noise run of its ε": noise_ratio is None,
+            f"noise ratio {noise_ratio or 0:.2f} < {NOISE_AT_LEAST}": noise_ratio is not None
+            and noise_ratio < NOISE_AT_LEAST,
+        }
+        failed = [why for why, bad in verdict.items() if bad]
+        if failed:
+            reasons.append(f"{label}: {'; '.join(failed)}")
+            continue
+        passing.append(
+            {
+                "dataset": next(iter(groups[setting][step].values()))["dataset"],
+                "config": "perturbed",
+                "s_rule": rule,
+                "kappa": kappa,
+                "epsilon": eps,
+                "beta": beta,
+                "build_seed": build_seed,
+                "step": step,
+                "mig": {
+                    "perturbed": {str(k): v for k, v in sorted(mine.items())},
+                    "original": {str(k): v for k, v in sorted(base.items())},
+                    "noise": {str(k): v for k, v in sorted(noise.items())},
+                },
+                "ratio": ratio,
+                "welch_p": p,
+                "noise_ratio": noise_ratio,
+            }
+        )
+    if not passing:
+        raise ValueError(
+            f"no perturbed setting at step {step:,} passes: "
+            + (" | ".join(reasons) or "no perturbed records at this step")
+        )
+    return min(passing, key=lambda c: c["ratio"])

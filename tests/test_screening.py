@@ -1,0 +1,116 @@
+"""benchmark.screening: the seed table and the choice of a default, on constructed records, and
+the committed choices recomputed from the committed records."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from scipy import stats
+
+from perturbed_disentanglement.benchmark import screening
+from perturbed_disentanglement.perturbation.pattern import default_strength
+from perturbed_disentanglement.reference.stage import load_reference
+
+from .conftest import ROOT
+
+
+def _record(
+    config: str, seed: int, mig_value: float, *, step: int = 100, kappa: float = 1.0
+) -> dict:
+    perturbed = config == "perturbed"
+    return {
+        "dataset": "shapes3d",
+        "config": config,
+        "rule": "balanced-rotation",
+        "kappa": kappa if perturbed else None,
+        "epsilon": 0.0 if config == "original" else 0.25,
+        "beta": 32.0,
+        "build_seed": 0,
+        "seed": seed,
+        "step": step,
+        "mig": mig_value,
+        "mig_per_factor": [mig_value, 3 * mig_value, 0.5],  # s's factors: a and b
+        "s_entanglement": {"variance_fraction": {"a": 0.6, "b": 0.35, "c": 0.05}},
+        "uptake": 0.5 if perturbed else None,
+        "s_alignment": {"least_noise_nmi": 0.2, "follows_s": perturbed and seed == 0},
+    }
+
+
+def test_the_seed_comparison_is_the_means_ratio_and_welchs_p_against_original() -> None:
+    original = [0.40, 0.38, 0.42]
+    perturbed = [0.20, 0.22, 0.19]
+    records = [_record("original", k, v) for k, v in enumerate(original)]
+    records += [_record("perturbed", k, v) for k, v in enumerate(perturbed)]
+    records += [_record("noise", 0, 0.41)]  # one seed: no row
+    records += [_record("perturbed", 0, 0.3, step=50), _record("perturbed", 1, 0.3, step=50)]
+    table = screening.seed_comparison(records)
+    rows = table.splitlines()[2:]
+    assert len(rows) == 2  # original and perturbed at step 100; step 50 has no original beside it
+    row = next(r for r in rows if r.startswith("| perturbed"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    ratio = sum(perturbed) / sum(original)
+    p = stats.ttest_ind(perturbed, original, equal_var=False).pvalue
+    assert cells[2] == "0, 1, 2" and cells[5] == f"{ratio:.2f}×" and cells[6] == f"{p:.3g}"
+    assert cells[3].startswith(f"**{sum(perturbed) / 3:.3f} ± ") and cells[11] == "1 of 3"
+    assert cells[7] == f"{2 * sum(perturbed) / 3:.2f}" and cells[8] == "0.50"  # s's and the rest
+    original_row = next(r for r in rows if r.startswith("| original"))
+    assert "| 1.00× | – |" in original_row
+    assert screening.seed_comparison(records[:3]).count("\n") == 3  # original alone: its own row
+
+
+ORIGINAL = [0.40, 0.38, 0.42, 0.36, 0.44]
+
+
+def _campaign(perturbed: list[float], noise: list[float], kappa: float = 1.0) -> list[dict]:
+    records = [_record("original", k, v) for k, v in enumerate(ORIGINAL)]
+    records += [_record("perturbed", k, v, kappa=kappa) for k, v in enumerate(perturbed)]
+    return records + [_record("noise", k, v) for k, v in enumerate(noise)]
+
+
+def test_the_choice_is_the_largest_drop_that_shows_the_effect() -> None:
+    records = _campaign([0.10, 0.05, 0.20, 0.12, 0.08], [0.39, 0.41])
+    records += [_record("perturbed", k, 0.15, kappa=2.0) for k in range(5)]
+    records[-1]["mig"] = 0.16  # κ 2: a drop too, but a smaller one
+    choice = screening.confirmed_choice(records, 100)
+    assert (choice["kappa"], choice["epsilon"], choice["s_rule"]) == (
+        1.0,
+        0.25,
+        "balanced-rotation",
+    )
+    assert choice["ratio"] == pytest.approx(0.11 / 0.40)
+    p = stats.ttest_ind([0.10, 0.05, 0.20, 0.12, 0.08], ORIGINAL, equal_var=False).pvalue
+    assert choice["welch_p"] == pytest.approx(p, rel=1e-12)
+    assert choice["noise_ratio"] == pytest.approx(1.0) and choice["mig"]["noise"] == {
+        "0": 0.39,
+        "1": 0.41,
+    }
+
+
+@pytest.mark.parametrize(
+    ("perturbed", "noise", "why"),
+    [
+        ([0.10, 0.05, 0.20, 0.12], [0.4], "4 seeds"),  # too few seeds
+        ([0.25, 0.22, 0.21, 0.24, 0.23], [0.4], "ratio 0.57"),  # not half
+        ([0.01, 0.02, 0.01, 0.60, 0.36], [0.4], "p 0.173"),  # half on average, not significant
+        ([0.10, 0.05, 0.20, 0.12, 0.08], [0.2], "noise ratio 0.50"),  # noise breaks it too
+        ([0.10, 0.05, 0.20, 0.12, 0.08], [], "no noise run"),
+    ],
+)
+def test_no_choice_without_the_effect_and_the_reason_is_named(perturbed, noise, why) -> None:
+    with pytest.raises(ValueError, match="no perturbed setting at step 100 passes") as caught:
+        screening.confirmed_choice(_campaign(perturbed, noise), 100)
+    assert why in str(caught.value)
+
+
+def test_the_committed_choices_are_the_records_and_the_defaults() -> None:
+    """A committed ``choice.json`` is what its folder's records give, and the dataset's default."""
+    for path in sorted(ROOT.glob(f"docs/results/*/{screening.CHOICE_FILE}")):
+        committed = json.loads(path.read_text())
+        step = committed["step"]
+        recomputed = screening.confirmed_choice(screening.read_records(path.parent), step)
+        assert committed["mig"] == recomputed["mig"] and committed["kappa"] == recomputed["kappa"]
+        assert committed["welch_p"] == pytest.approx(recomputed["welch_p"], rel=1e-9)
+        dataset = committed["dataset"]
+        assert default_strength(dataset) == (committed["kappa"], committed["epsilon"]), path
+        assert load_reference(dataset).rule["rule"] == committed["s_rule"], path
