@@ -130,8 +130,9 @@ def _limitations(manifest: dict[str, Any]) -> list[str]:
     )
     items.append(
         "κ (the pattern's rows per unit of s) is not published by the paper: it and ε are this "
-        "build's parameters, chosen by the package's measurement of the paper's criterion "
-        "(`python -m generation.choose_strength`)."
+        "build's parameters. The package's defaults are measured: by their effect on trained "
+        "β-VAEs where a screen has shown one (`python -m generation.screen`, 5 seeds), else by "
+        "the paper's Fig. 4 criterion (`python -m generation.choose_strength`)."
     )
     if manifest["smoke"]:
         items.append("This is a smoke build: a sub-grid and a briefly trained reference.")

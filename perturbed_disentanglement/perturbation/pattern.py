@@ -84,9 +84,11 @@ GOLDEN_GAMMA = 0x9E3779B97F4A7C15  # SplitMix64's increment
 PATTERN_DOMAIN = int.from_bytes(b"pattern\x00", "little")  # keys the pattern's stream
 NOISE_DOMAIN = int.from_bytes(b"noise\x00\x00\x00", "little")  # keys the noise's stream
 
-#: The default strength (κ, ε) per dataset, and the only place that holds it. Measured with
-#: ``python -m generation.choose_strength`` (docs/fig4_<dataset>.json, README "Choosing κ and ε"):
-#: the smallest ε at which s dominates the local statistics but not the global ones (paper §5.2).
+#: The default strength (κ, ε) per dataset, and the only place that holds it. Chosen by the
+#: effect on trained models where a screen has shown one (``python -m generation.screen
+#: --summarise --choose-at STEP``: docs/results/<dataset>-screen/choice.json), else by Fig. 4's
+#: criterion (``python -m generation.choose_strength``, docs/fig4_<dataset>.json): the smallest ε
+#: at which s dominates the local statistics but not the global ones (paper §5.2).
 DEFAULT_STRENGTH: dict[str, tuple[float, float]] = {
     "dsprites": (64.0, 0.125),
     "shapes3d": (32.0, 0.1),
