@@ -42,11 +42,15 @@ def test_the_seed_comparison_is_the_means_ratio_and_welchs_p_against_original() 
     perturbed = [0.20, 0.22, 0.19]
     records = [_record("original", k, v) for k, v in enumerate(original)]
     records += [_record("perturbed", k, v) for k, v in enumerate(perturbed)]
-    records += [_record("noise", 0, 0.41)]  # one seed: no row
+    records += [_record("noise", 0, 0.44)]  # one seed: a ratio, no sd and no p
     records += [_record("perturbed", 0, 0.3, step=50), _record("perturbed", 1, 0.3, step=50)]
     table = screening.seed_comparison(records)
     rows = table.splitlines()[2:]
-    assert len(rows) == 2  # original and perturbed at step 100; step 50 has no original beside it
+    assert len(rows) == 3  # original, perturbed, noise at step 100; step 50 has no original
+    noise = [
+        c.strip() for c in next(r for r in rows if r.startswith("| noise")).strip("|").split("|")
+    ]
+    assert noise[3] == "**0.440 (1)**" and noise[5] == "1.10×" and noise[6] == "–"
     row = next(r for r in rows if r.startswith("| perturbed"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     ratio = sum(perturbed) / sum(original)

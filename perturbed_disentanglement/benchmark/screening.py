@@ -59,14 +59,15 @@ def summary_table(records: list[dict[str, Any]]) -> str:
 
 
 def screen_document(folder: Path) -> str:
-    """``screen.md``: the seed comparison (where settings have several seeds), then every record."""
+    """``screen.md``: the comparison with `original` (where it has several seeds), then every record."""
     records = read_records(folder)
     comparison = seed_comparison(records)
     parts = ["# Screen records\n"]
     if comparison:
         parts += [
-            "## Across seeds\n",
-            "Each setting against `original` of the same β at the same step: mean ± sd (seeds), "
+            "## Against `original`, across seeds\n",
+            "Each setting against `original` of the same β at the same step, where `original` "
+            "has several seeds: mean ± sd (seeds), "
             "the ratio of the means, Welch's two-sided p; the per-factor MIG averaged over s's "
             f"factors (those whose conditional mean explains ≥ {S_FACTOR_SHARE:g} of Var(s)) and "
             "over the other factors, the uptake and the least-noise latent's NMI with s are means "
@@ -121,11 +122,12 @@ def mig_of_s_factors(record: dict[str, Any]) -> tuple[float, float]:
 def seed_comparison(records: list[dict[str, Any]]) -> str:
     """Each setting against ``original`` of the same β at the same step, over seeds.
 
-    One Markdown row per (setting, step) with at least two seeds and an ``original`` of at least
-    two seeds beside it: mean ± sd of MIG (seeds), the ratio of the means, Welch's two-sided p,
-    the per-factor MIG of s's factors and of the others (:func:`mig_of_s_factors`), the mean uptake, and the least-noise latent's NMI with s (mean) with the seeds where it
-    follows s. The paper's claim is read off these rows: ``perturbed`` ≤ 0.5× with p < 0.05,
-    ``noise`` ≥ 0.8×.
+    One Markdown row per (setting, step) with an ``original`` of at least two seeds beside it (a
+    setting of one seed has no sd and no p): mean ± sd of MIG (seeds), the ratio of the means,
+    Welch's two-sided p, the per-factor MIG of s's factors and of the others
+    (:func:`mig_of_s_factors`), the mean uptake, and the least-noise latent's NMI with s (mean)
+    with the seeds where it follows s. The paper's claim is read off these rows: ``perturbed``
+    ≤ 0.5× with p < 0.05, ``noise`` ≥ 0.8×.
     """
     groups = _by_setting(records)
     rows = []
@@ -133,7 +135,7 @@ def seed_comparison(records: list[dict[str, Any]]) -> str:
         original = ("original", None, None, 0.0, setting[4], 0)
         for step, by_seed in sorted(by_step.items()):
             base = groups.get(original, {}).get(step, {})
-            if len(by_seed) < 2 or len(base) < 2:
+            if len(base) < 2:
                 continue
             mig_values = [by_seed[k]["mig"] for k in sorted(by_seed)]
             base_values = [base[k]["mig"] for k in sorted(base)]
