@@ -33,7 +33,14 @@ def _record(
         "mig_per_factor": [mig_value, 3 * mig_value, 0.5],  # s's factors: a and b
         "s_entanglement": {"variance_fraction": {"a": 0.6, "b": 0.35, "c": 0.05}},
         "uptake": 0.5 if perturbed else None,
-        "s_alignment": {"least_noise_nmi": 0.2, "follows_s": perturbed and seed == 0},
+        "name": f"{config}-k{kappa:g}-seed{seed}",
+        "s_alignment": {
+            "least_noise": 0,
+            "least_noise_nmi": 0.2,
+            "best": 0,
+            "best_nmi": 0.2,
+            "follows_s": perturbed and seed == 0,
+        },
     }
 
 
@@ -118,3 +125,24 @@ def test_the_committed_choices_are_the_records_and_the_defaults() -> None:
         dataset = committed["dataset"]
         assert default_strength(dataset) == (committed["kappa"], committed["epsilon"]), path
         assert load_reference(dataset).rule["rule"] == committed["s_rule"], path
+
+
+def test_screen_choose_at_writes_the_choice_or_says_why_not(tmp_path, capsys) -> None:
+    from generation import screen
+
+    def run(records: list[dict]) -> int:
+        for old in tmp_path.glob("*.json"):
+            old.unlink()
+        for k, r in enumerate(records):
+            (tmp_path / f"r{k:03d}.json").write_text(json.dumps(r))
+        return screen.main(
+            ["--summarise", "--choose-at", "100", "--out", str(tmp_path), "--workdir", "."]
+        )
+
+    assert run(_campaign([0.10, 0.05, 0.20, 0.12], [0.4])) == 1
+    assert "no choice" in capsys.readouterr().err and not (tmp_path / "choice.json").exists()
+    assert run(_campaign([0.10, 0.05, 0.20, 0.12, 0.08], [0.4])) == 0
+    choice = json.loads((tmp_path / "choice.json").read_text())
+    assert (choice["dataset"], choice["kappa"], choice["step"]) == ("shapes3d", 1.0, 100)
+    assert "Against `original`" in (tmp_path / "screen.md").read_text()
+    assert len(screening.read_records(tmp_path)) == 11  # the choice is not read as a record
