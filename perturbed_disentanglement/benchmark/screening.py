@@ -93,6 +93,11 @@ def _by_setting(records: list[dict[str, Any]]) -> dict[tuple[Any, ...], dict[int
     return groups
 
 
+def _original_of(setting: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The ``original`` setting a setting is compared with: the same β."""
+    return ("original", None, None, 0.0, setting[4], 0)
+
+
 def _setting_label(setting: tuple[Any, ...]) -> str:
     config, rule, kappa, eps, beta, build_seed = setting
     parts = [config]
@@ -132,9 +137,8 @@ def seed_comparison(records: list[dict[str, Any]]) -> str:
     groups = _by_setting(records)
     rows = []
     for setting, by_step in sorted(groups.items(), key=lambda kv: _setting_label(kv[0])):
-        original = ("original", None, None, 0.0, setting[4], 0)
         for step, by_seed in sorted(by_step.items()):
-            base = groups.get(original, {}).get(step, {})
+            base = groups.get(_original_of(setting), {}).get(step, {})
             if len(base) < 2:
                 continue
             mig_values = [by_seed[k]["mig"] for k in sorted(by_seed)]
@@ -194,7 +198,7 @@ def confirmed_choice(records: list[dict[str, Any]], step: int) -> dict[str, Any]
         mine = _mig_by_seed(groups, setting, step)
         if not mine:
             continue
-        base = _mig_by_seed(groups, ("original", None, None, 0.0, beta, 0), step)
+        base = _mig_by_seed(groups, _original_of(setting), step)
         noise = _mig_by_seed(groups, ("noise", None, None, eps, beta, build_seed), step)
         if len(mine) < MIN_SEEDS or len(base) < MIN_SEEDS:
             reasons.append(f"{label}: {len(mine)} seeds, original {len(base)} (need {MIN_SEEDS})")
