@@ -31,7 +31,9 @@ import torch
 from perturbed_disentanglement import __version__, ground_truth
 from perturbed_disentanglement.benchmark.screening import (
     CHOICE_FILE,
+    FIGURE_FILE,
     confirmed_choice,
+    plot_learning_curves,
     read_records,
     screen_document,
 )
@@ -182,7 +184,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--summarise",
         action="store_true",
-        help="train nothing: write OUT/screen.md, a table of every record in --out",
+        help="train nothing: write OUT/screen.md, the tables of the records in --out, and "
+        "OUT/mig_by_step.png, their MIG over training",
     )
     p.add_argument(
         "--choose-at",
@@ -202,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {a.out}: no such folder of screen records", file=sys.stderr)
             return 2
         (a.out / "screen.md").write_text(screen_document(a.out))
+        plot_learning_curves(read_records(a.out), a.out / FIGURE_FILE)
         print((a.out / "screen.md").read_text())
         return 0 if a.choose_at is None else write_choice(a.out, a.choose_at)
     try:

@@ -146,3 +146,29 @@ def test_screen_choose_at_writes_the_choice_or_says_why_not(tmp_path, capsys) ->
     assert (choice["dataset"], choice["kappa"], choice["step"]) == ("shapes3d", 1.0, 100)
     assert "Against `original`" in (tmp_path / "screen.md").read_text()
     assert len(screening.read_records(tmp_path)) == 11  # the choice is not read as a record
+
+
+def test_the_learning_curves_draw_settings_with_several_seeds_at_several_steps(tmp_path) -> None:
+    from PIL import Image
+
+    one_step = _campaign([0.10, 0.05, 0.20, 0.12, 0.08], [0.4])
+    assert screening.plot_learning_curves(one_step, tmp_path / "one.png") is None
+    assert not (tmp_path / "one.png").exists()
+    assert "MIG over training" not in _document(tmp_path, one_step)
+    later = [dict(r, step=200, mig=r["mig"] / 2) for r in one_step]
+    path = screening.plot_learning_curves(one_step + later, tmp_path / "two.png")
+    assert path is not None and Image.open(path).size[0] > 600
+    assert f"]({screening.FIGURE_FILE})" in _document(tmp_path, one_step + later)
+    # noise is drawn with one seed; a one-seed perturbed setting is not
+    settings = screening._tracked_settings(
+        one_step + later + [_record("perturbed", 0, 0.3, kappa=4.0)]
+    )
+    assert [s[0] for s in settings] == ["noise", "original", "perturbed"]
+
+
+def _document(folder, records: list[dict]) -> str:
+    for old in folder.glob("*.json"):
+        old.unlink()
+    for k, r in enumerate(records):
+        (folder / f"r{k:03d}.json").write_text(json.dumps(r))
+    return screening.screen_document(folder)

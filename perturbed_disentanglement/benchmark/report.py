@@ -65,7 +65,8 @@ _METRIC_TITLES = {
     "reconstruction": "reconstruction",
 }
 _DECIMALS = {"active_units": 2, "reconstruction": 2}  # the scores in [0, 1] get 3
-_CONFIG_COLOURS = {"original": "tab:blue", "perturbed": "tab:red", "noise": "tab:green"}
+#: The colour each config is drawn in, in every figure.
+CONFIG_COLOURS = {"original": "tab:blue", "perturbed": "tab:red", "noise": "tab:green"}
 
 #: The paper's MIG (mean, sd over 10 seeds) of its Table 1 (original, perturbed) and Table 2
 #: (noise), as a third-party reproduction lists them (SPEC §6; unverified: the numbers did not
@@ -594,7 +595,7 @@ def _alignment_section(records: Sequence[Mapping[str, Any]], training: bool) -> 
 # --- figures ------------------------------------------------------------------------------------
 
 
-def _write_png(fig: Figure, path: str | os.PathLike) -> Path:
+def write_png(fig: Figure, path: str | os.PathLike) -> Path:
     """Render with Agg (no pyplot state) and write the PNG atomically, without a software tag."""
     FigureCanvasAgg(fig)
     buffer = io.BytesIO()
@@ -603,7 +604,7 @@ def _write_png(fig: Figure, path: str | os.PathLike) -> Path:
 
 
 def _colour(config: str, order: Sequence[str]) -> str:
-    return _CONFIG_COLOURS.get(config, f"C{3 + order.index(config)}")
+    return CONFIG_COLOURS.get(config, f"C{3 + order.index(config)}")
 
 
 def plot_strength(curves: Sequence[StrengthCurve], path: str | os.PathLike) -> Path:
@@ -667,7 +668,7 @@ def plot_strength(curves: Sequence[StrengthCurve], path: str | os.PathLike) -> P
         fig,
         "Fig. 5: MIG and active units against the regularisation strength (mean ± sd over seeds)",
     )
-    return _write_png(fig, path)
+    return write_png(fig, path)
 
 
 def _suptitle(fig: Figure, text: str) -> None:
@@ -692,7 +693,7 @@ def plot_information_levels(curves: Sequence[InformationCurve], path: str | os.P
         ax.set_ylim(-0.05, 1.05)
         ax.legend(fontsize=7)
     _suptitle(fig, "Fig. 4(c): information level of the latent encoding each factor and s")
-    return _write_png(fig, path)
+    return write_png(fig, path)
 
 
 def check_samples(samples: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -813,7 +814,7 @@ def plot_samples(
             + _clipping_note(ordered[ORIGINAL])
         )
     _suptitle(fig, title.strip())
-    return _write_png(fig, path)
+    return write_png(fig, path)
 
 
 # --- the report ---------------------------------------------------------------------------------

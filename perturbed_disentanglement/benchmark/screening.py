@@ -9,15 +9,19 @@ in a committed choice can be recomputed from the committed records.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.figure import Figure
 
-from .report import summarize, welch_p
+from .report import CONFIG_COLOURS, summarize, welch_p, write_png
 
 #: The file a committed choice is written to, beside the records it was read from.
 CHOICE_FILE = "choice.json"
+#: The learning-curve figure ``screen.md`` shows, beside the records it was drawn from.
+FIGURE_FILE = "mig_by_step.png"
 
 
 def read_records(folder: Path) -> list[dict[str, Any]]:
@@ -74,8 +78,104 @@ def screen_document(folder: Path) -> str:
             "over the seeds.\n",
             comparison,
         ]
+    if _tracked_settings(records):
+        parts += [
+            "## MIG over training\n",
+            f"![MIG against training step, per seed and mean]({FIGURE_FILE})\n",
+            "(a) MIG against the training step for the settings with several seeds and the "
+            "`noise` control: a thin line per seed, a thick line for the mean. (b) Each "
+            "`perturbed` seed's MIG minus `original`'s of the same seed (same initialisation and "
+            "batch order), so the seed spread that the paired difference removes is visible.\n",
+        ]
     parts += ["## Every record\n", summary_table(records)]
     return "\n".join(parts)
+
+
+def _tracked_settings(records: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """The settings a learning-curve figure draws: those with several seeds, and ``noise``
+    (the control is shown however many seeds it has), each scored at two steps or more."""
+    groups = _by_setting(records)
+    chosen = []
+    for setting, by_step in groups.items():
+        seeds = {k for by_seed in by_step.values() for k in by_seed}
+        if len(by_step) >= 2 and (len(seeds) >= 2 or setting[0] == "noise"):
+            chosen.append(setting)
+    return sorted(chosen, key=_setting_label)
+
+
+def plot_learning_curves(records: list[dict[str, Any]], path: str | os.PathLike) -> Path | None:
+    """``mig_by_step.png``: MIG over training per seed and mean (a), and the per-seed paired
+    difference ``perturbed`` − ``original`` (b); ``None`` (nothing written) when no setting has
+    several seeds at several steps."""
+    settings = _tracked_settings(records)
+    if not settings:
+        return None
+    groups = _by_setting(records)
+    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    ax, paired = fig.subplots(1, 2)
+    styles = ["-", "--", ":", "-."]
+    for n, setting in enumerate(settings):
+        by_step = groups[setting]
+        colour = CONFIG_COLOURS.get(setting[0], f"C{3 + n}")
+        style = styles[sum(s[0] == setting[0] for s in settings[:n]) % len(styles)]
+        seeds = sorted({k for by_seed in by_step.values() for k in by_seed})
+        for k in seeds:
+            steps = sorted(s for s in by_step if k in by_step[s])
+            ax.plot(
+                steps,
+                [by_step[s][k]["mig"] for s in steps],
+                style,
+                color=colour,
+                lw=0.6,
+                alpha=0.45,
+            )
+        # the mean only where every seed is scored: a step with fewer seeds would jump
+        steps = [s for s in sorted(by_step) if len(by_step[s]) == len(seeds)]
+        means = [np.mean([r["mig"] for r in by_step[s].values()]) for s in steps]
+        count = f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''}"
+        ax.plot(
+            steps,
+            means,
+            style,
+            color=colour,
+            lw=2.4,
+            marker="o",
+            ms=3.5,
+            label=f"{_setting_label(setting)} ({count})",
+        )
+        if setting[0] != "perturbed":
+            continue
+        base = groups.get(_original_of(setting), {})
+        for k in seeds:
+            steps = sorted(s for s in by_step if k in by_step[s] and k in base.get(s, {}))
+            if len(steps) >= 2:
+                paired.plot(
+                    steps,
+                    [by_step[s][k]["mig"] - base[s][k]["mig"] for s in steps],
+                    style,
+                    color=colour,
+                    lw=1.0,
+                    marker="o",
+                    ms=3,
+                    alpha=0.8,
+                )
+                paired.annotate(
+                    str(k),
+                    (steps[-1], by_step[steps[-1]][k]["mig"] - base[steps[-1]][k]["mig"]),
+                    fontsize=7,
+                    xytext=(3, 0),
+                    textcoords="offset points",
+                    va="center",
+                )
+    ax.set(xlabel="training step", ylabel="MIG", title="(a) MIG over training", ylim=(0, None))
+    ax.legend(fontsize=7, loc="best")
+    paired.axhline(0.0, color="0.4", lw=0.8)
+    paired.set(
+        xlabel="training step",
+        ylabel="MIG, perturbed − original (same seed)",
+        title="(b) per seed, perturbed − original (label: seed)",
+    )
+    return write_png(fig, path)
 
 
 def _setting(r: dict[str, Any]) -> tuple[Any, ...]:
