@@ -32,6 +32,7 @@ def _record(
         "mig": mig_value,
         "mig_per_factor": [mig_value, 3 * mig_value, 0.5],  # s's factors: a and b
         "s_entanglement": {"variance_fraction": {"a": 0.6, "b": 0.35, "c": 0.05}},
+        "mutual_information": [[mig_value, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.5]],
         "uptake": 0.5 if perturbed else None,
         "name": f"{config}-k{kappa:g}-seed{seed}",
         "s_alignment": {
@@ -172,3 +173,27 @@ def _document(folder, records: list[dict]) -> str:
     for k, r in enumerate(records):
         (folder / f"r{k:03d}.json").write_text(json.dumps(r))
     return screening.screen_document(folder)
+
+
+def test_mixing_latents_carry_two_of_s_factors_and_code_information_sums_the_best() -> None:
+    record = _record("perturbed", 0, 0.2)
+    record["mutual_information"] = [
+        [0.30, 0.30, 0.00],  # a and b, both s's: mixes
+        [1.00, 0.10, 0.90],  # a and c: c is not one of s's factors
+        [0.30, 0.26, 0.00],  # mixes
+        [0.24, 0.90, 0.00],  # a below 0.25 nats
+    ]
+    assert screening.mixing_latents(record) == 2
+    assert screening.code_information(record) == pytest.approx(1.00 + 0.90 + 0.90)
+
+
+def test_the_seed_by_seed_table_pairs_each_perturbed_seed_with_its_original() -> None:
+    records = _campaign([0.10, 0.05, 0.20, 0.12, 0.08], [0.39, 0.41])
+    records += [_record("original", 0, 0.5, step=50), _record("perturbed", 0, 0.1, step=50)]
+    table = screening.per_seed_table(records)
+    assert "step 100:" in table and "step 50" not in table  # the last step with ≥ 2 seeds
+    rows = [r for r in table.splitlines() if r[:3] in {f"| {k}" for k in range(5)}]
+    cells = [c.strip() for c in rows[2].strip("|").split("|")]
+    assert cells[:5] == ["2", "0.420", "0.200", "0.48×", "–"]  # no noise run of seed 2
+    assert [c.strip() for c in rows[1].strip("|").split("|")][4] == "0.410"
+    assert screening.per_seed_table(_campaign([], [0.4])) == ""

@@ -87,6 +87,16 @@ def screen_document(folder: Path) -> str:
             "`perturbed` seed's MIG minus `original`'s of the same seed (same initialisation and "
             "batch order), so the seed spread that the paired difference removes is visible.\n",
         ]
+    per_seed = per_seed_table(records)
+    if per_seed:
+        parts += [
+            "## Seed by seed\n",
+            "A `perturbed` setting against `original` and `noise` of the same training seed. Mixing "
+            f"latents: those with more than {MIXING_NATS:g} nats about two of s's factors; "
+            "information in the code: the sum over factors of the most one latent carries about "
+            "it (a model that encodes little scores low on MIG without mixing anything).\n",
+            per_seed,
+        ]
     parts += ["## Every record\n", summary_table(records)]
     return "\n".join(parts)
 
@@ -222,6 +232,69 @@ def mig_of_s_factors(record: dict[str, Any]) -> tuple[float, float]:
     mine = np.array([shares[f] >= S_FACTOR_SHARE for f in shares])
     per = np.asarray(record["mig_per_factor"], np.float64)
     return float(per[mine].mean()), float(per[~mine].mean()) if (~mine).any() else float("nan")
+
+
+#: A latent mixes s's factors when it carries more than this many nats about two of them.
+MIXING_NATS = 0.25
+
+
+def mixing_latents(record: dict[str, Any]) -> int:
+    """How many latents carry more than :data:`MIXING_NATS` about two or more of s's factors: the
+    entanglement the perturbation aims at, read off the record's mutual-information matrix."""
+    shares = record["s_entanglement"]["variance_fraction"]
+    mine = np.array([shares[f] >= S_FACTOR_SHARE for f in shares])
+    mi = np.asarray(record["mutual_information"], np.float64)[:, mine]
+    return int(((mi > MIXING_NATS).sum(axis=1) >= 2).sum())
+
+
+def code_information(record: dict[str, Any]) -> float:
+    """Σ over factors of the most any one latent carries about it (nats): small when a model
+    encodes little at all (a β-VAE that collapsed), which a low MIG alone does not tell from a
+    mixed code."""
+    return float(np.asarray(record["mutual_information"], np.float64).max(axis=0).sum())
+
+
+def per_seed_table(records: list[dict[str, Any]]) -> str:
+    """Each ``perturbed`` setting with several seeds, seed by seed against ``original`` (and
+    ``noise`` of its ε) of the same seed, at the last step both have for two seeds or more: the
+    same initialisation and batch order on every config, so a seed's difference is the
+    perturbation's alone. Per config: MIG, the MIG of s's factors, the latents that mix them
+    (:func:`mixing_latents`) and the information in the code (:func:`code_information`)."""
+    groups = _by_setting(records)
+    parts = []
+    for setting in sorted(groups, key=_setting_label):
+        if setting[0] != "perturbed":
+            continue
+        base = groups.get(_original_of(setting), {})
+        noise = groups.get(("noise", None, None, *setting[3:]), {})
+        shared = [
+            s for s in groups[setting] if len(set(groups[setting][s]) & set(base.get(s, {}))) > 1
+        ]
+        if not shared:
+            continue
+        step = max(shared)
+        mine, theirs = groups[setting][step], base[step]
+        rows = []
+        for k in sorted(set(mine) & set(theirs)):
+            p, o = mine[k], theirs[k]
+            n = noise.get(step, {}).get(k)
+            noise_mig = "–" if n is None else f"{n['mig']:.3f}"
+            rows.append(
+                f"| {k} | {o['mig']:.3f} | {p['mig']:.3f} | {p['mig'] / o['mig']:.2f}× | "
+                f"{noise_mig} | {mig_of_s_factors(p)[0]:.2f} "
+                f"({mig_of_s_factors(o)[0]:.2f}) | {mixing_latents(p)} ({mixing_latents(o)}) | "
+                f"{code_information(p):.2f} ({code_information(o):.2f}) |"
+            )
+        parts += [
+            f"**{_setting_label(setting)}**, step {step:,}:\n",
+            "| seed | `original` MIG | `perturbed` MIG | ratio | `noise` MIG | MIG of s's factors, "
+            "`perturbed` (`original`) | mixing latents, `perturbed` (`original`) | information in "
+            "the code, nats, `perturbed` (`original`) |",
+            "|" + "---|" * 8,
+            *rows,
+            "",
+        ]
+    return "\n".join(parts)
 
 
 def seed_comparison(records: list[dict[str, Any]]) -> str:
