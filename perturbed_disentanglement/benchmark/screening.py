@@ -208,6 +208,11 @@ def _original_of(setting: tuple[Any, ...]) -> tuple[Any, ...]:
     return ("original", None, None, 0.0, setting[4], 0)
 
 
+def _noise_of(setting: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The ``noise`` control of a setting: the same ε, β and build seed."""
+    return ("noise", None, None, *setting[3:])
+
+
 def _setting_label(setting: tuple[Any, ...]) -> str:
     config, rule, kappa, eps, beta, build_seed = setting
     parts = [config]
@@ -225,11 +230,16 @@ def _setting_label(setting: tuple[Any, ...]) -> str:
 S_FACTOR_SHARE = 0.1
 
 
+def _s_factors(record: dict[str, Any]) -> np.ndarray:
+    """Which factors (in the record's factor order) are s's: a boolean mask."""
+    shares = record["s_entanglement"]["variance_fraction"]
+    return np.array([shares[f] >= S_FACTOR_SHARE for f in shares])
+
+
 def mig_of_s_factors(record: dict[str, Any]) -> tuple[float, float]:
     """Mean per-factor MIG over s's factors and over the others: a drop confined to the first is
     the perturbation's targeted entanglement, a drop in both a general loss."""
-    shares = record["s_entanglement"]["variance_fraction"]
-    mine = np.array([shares[f] >= S_FACTOR_SHARE for f in shares])
+    mine = _s_factors(record)
     per = np.asarray(record["mig_per_factor"], np.float64)
     return float(per[mine].mean()), float(per[~mine].mean()) if (~mine).any() else float("nan")
 
@@ -241,9 +251,7 @@ MIXING_NATS = 0.25
 def mixing_latents(record: dict[str, Any]) -> int:
     """How many latents carry more than :data:`MIXING_NATS` about two or more of s's factors: the
     entanglement the perturbation aims at, read off the record's mutual-information matrix."""
-    shares = record["s_entanglement"]["variance_fraction"]
-    mine = np.array([shares[f] >= S_FACTOR_SHARE for f in shares])
-    mi = np.asarray(record["mutual_information"], np.float64)[:, mine]
+    mi = np.asarray(record["mutual_information"], np.float64)[:, _s_factors(record)]
     return int(((mi > MIXING_NATS).sum(axis=1) >= 2).sum())
 
 
@@ -266,7 +274,7 @@ def per_seed_table(records: list[dict[str, Any]]) -> str:
         if setting[0] != "perturbed":
             continue
         base = groups.get(_original_of(setting), {})
-        noise = groups.get(("noise", None, None, *setting[3:]), {})
+        noise = groups.get(_noise_of(setting), {})
         shared = [
             s for s in groups[setting] if len(set(groups[setting][s]) & set(base.get(s, {}))) > 1
         ]
@@ -372,7 +380,7 @@ def confirmed_choice(records: list[dict[str, Any]], step: int) -> dict[str, Any]
         if not mine:
             continue
         base = _mig_by_seed(groups, _original_of(setting), step)
-        noise = _mig_by_seed(groups, ("noise", None, None, eps, beta, build_seed), step)
+        noise = _mig_by_seed(groups, _noise_of(setting), step)
         if len(mine) < MIN_SEEDS or len(base) < MIN_SEEDS:
             reasons.append(f"{label}: {len(mine)} seeds, original {len(base)} (need {MIN_SEEDS})")
             continue
