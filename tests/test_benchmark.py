@@ -25,6 +25,7 @@ from perturbed_disentanglement.benchmark.data import (
     load_config,
 )
 from perturbed_disentanglement.benchmark.execute import (
+    ADOPTED_FILE,
     ERROR_FILE,
     loader,
     run_in_process,
@@ -480,6 +481,50 @@ def test_a_rerun_skips_finished_runs_and_retries_a_failed_one(
     assert again["metrics"] == before["metrics"]
     with pytest.raises(ArtifactError, match="never overwritten"):
         write_record(out, again)
+
+
+@pytest.mark.slow
+def test_a_checkpoint_trained_elsewhere_is_adopted_only_by_its_own_run(
+    smoke_sweep: Path, smoke_build: SmokeBuild, tmp_path: Path
+) -> None:
+    preset = PRESETS["smoke"]
+    steps = preset.steps
+    mine = "beta_vae-beta=8-perturbed-seed0-steps30"
+    source = tmp_path / "campaign" / "some-run"  # any layout: found by identity, not by name
+    shutil.copytree(run_dir(smoke_sweep, mine) / CHECKPOINT_DIR, source)
+    common = dict(
+        preset="smoke",
+        sizes=preset.sizes,
+        checkpoint_every=preset.checkpoint_every,
+        num_threads=1,
+        progress=False,
+        log=lambda *_: None,
+    )
+    load = loader(str(smoke_build.out), progress=False)
+    specs = [
+        *plan_runs(["beta_vae"], ["perturbed"], [0, 2], dataset="dsprites", steps=steps),
+        *plan_runs(["beta_vae"], ["perturbed"], [0], dataset="dsprites", steps=2 * steps),
+        *plan_runs(["beta_vae"], ["noise"], [0], dataset="dsprites", steps=steps),
+    ]
+    out = tmp_path / "results"
+    outcome = run_in_process(specs, load, out, adopt=tmp_path / "campaign", **common)
+    assert sorted(outcome.trained) == sorted(s.run_id for s in specs) and not outcome.failed
+    same, other_seed, longer, other_images = (finished_record(out, s.run_id) for s in specs)
+    # the same run: only evaluated, the scores those of the run that trained it
+    assert same["metrics"] == finished_record(smoke_sweep, mine)["metrics"]
+    note = same["training"]["adopted_from"]
+    assert note["step"] == steps and Path(note["source"]).parent == source.resolve()
+    assert [e["step"] for e in same["trajectory"]] == [steps]  # its earlier steps ran elsewhere
+    # a longer run continues from it: diagnosed from the adopted step on
+    assert longer["training"]["adopted_from"]["step"] == steps
+    assert [e["step"] for e in longer["trajectory"]] == [steps, 3 * steps // 2, 2 * steps]
+    # another seed, or other images (noise), is another run: trained from scratch
+    for record in (other_seed, other_images):
+        assert "adopted_from" not in record["training"]
+        assert [e["step"] for e in record["trajectory"]] == [*trajectory_steps(steps), steps]
+        assert not (run_dir(out, record["run_id"]) / ADOPTED_FILE).exists()
+    proc = _cli("--data", str(smoke_build.out), "--adopt", str(tmp_path / "nothing"), cwd=tmp_path)
+    assert proc.returncode == 2 and "no such folder of checkpoints" in proc.stderr
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..errors import PerturbedDisentanglementError
+from ..errors import InvalidArgumentError, PerturbedDisentanglementError
 from .data import dataset_of
 from .execute import loader, run_in_process
 from .plan import (
@@ -97,6 +97,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="decode each config once into DIR and memory-map it, so that parallel sweeps "
         "(e.g. two --seeds splits, one thread each) share one copy in memory",
     )
+    parser.add_argument(
+        "--adopt",
+        metavar="DIR",
+        default=None,
+        help="before training a run, look under DIR (e.g. a screening campaign's runs/ folder) "
+        "for a checkpoint of the same run (model, hyperparameters, seed, batch size, precision "
+        "and images all checked) and start from it: a run trained there to its steps is only "
+        "evaluated; its record names the checkpoint it came from",
+    )
     parser.add_argument("--dry-run", action="store_true", help="list the runs, train nothing")
     parser.add_argument("--report-only", action="store_true", help="rebuild the report only")
     parser.add_argument("--no-report", action="store_true", help="skip the report")
@@ -140,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
             if report:
                 print(f"report: {report}")
             return 0
+        if args.adopt is not None and not Path(args.adopt).is_dir():
+            raise InvalidArgumentError(f"--adopt {args.adopt}: no such folder of checkpoints")
         preset = benchmark_preset(args.preset)
         models = parse_models(args.models)
         configs = parse_configs(args.configs)
@@ -170,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             checkpoint_every=preset.checkpoint_every,
             device=args.device,
             num_threads=args.threads,
+            adopt=args.adopt,
         )
         if args.ray is not None:
             from .ray_backend import run_with_ray

@@ -10,12 +10,19 @@ it, reported, and retried by the next sweep; the other runs go on.
 A run on one process also scores the diagnostics that explain its result at a quarter, half and
 three quarters of its steps (MIG, the alignment of the code with ``s``, the pattern uptake): its
 record's ``trajectory`` shows when, and whether, the model learned the pattern.
+
+``adopt``: a run whose checkpoint another process already trained (a folder of checkpoints, e.g. a
+screening campaign's) is copied in when that checkpoint is this run's (the same identity, images
+included, see :func:`~..training.resume.find_checkpoint`), and the run is only evaluated (or
+continued); its record says where the checkpoint came from, and its trajectory has no entries for
+the steps trained elsewhere.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -27,15 +34,17 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..errors import PerturbedDisentanglementError
+from ..errors import InvalidArgumentError, PerturbedDisentanglementError
 from ..ground_truth.grid import GroundTruth
 from ..metrics import mig
 from ..metrics.diagnostics import pattern_uptake, s_alignment
+from ..training.checkpoint import STATE_FILE, latest_checkpoint, step_of
 from ..training.losses import bernoulli_reconstruction
 from ..training.models import VAE
-from ..training.single import TrainResult, encode, train
+from ..training.resume import find_checkpoint
+from ..training.single import TrainResult, encode, identity_of, train
 from ..training.zoo import model_spec
-from ..util.atomic import write_json_atomic
+from ..util.atomic import make_temp_dir, replace_dir, write_json_atomic
 from .data import ConfigData, load_config, sample_images
 from .evaluation import EvaluationSizes, evaluate_representation
 from .plan import RunSpec
@@ -53,6 +62,8 @@ ERROR_FILE = "error.json"
 RECONSTRUCTION_POINTS = 1_000
 #: Folder of a run's diagnostics at intermediate steps (one JSON file per step).
 TRAJECTORY_DIR = "trajectory"
+#: A run's note that its checkpoint was trained elsewhere (:func:`adopt_checkpoint`).
+ADOPTED_FILE = "adopted.json"
 
 
 @dataclass
@@ -277,6 +288,44 @@ def _done(out: Path, spec: RunSpec, record: dict[str, Any]) -> None:
     (run_dir(out, spec.run_id) / ERROR_FILE).unlink(missing_ok=True)
 
 
+def adopt_checkpoint(
+    spec: RunSpec, data: ConfigData, out: Path, source: str | os.PathLike, *, device: str = "cpu"
+) -> dict[str, Any] | None:
+    """Copy into ``spec``'s run folder the newest checkpoint under ``source`` that is this run's
+    (same model, hyperparameters, seed, batch size, precision and images) at a step ≤ its steps,
+    with a note of where it came from (``adopted.json``); the note, or None if there is none."""
+    identity = identity_of(
+        spec.model,
+        data.ground_truth.all_images(),
+        dataset=data.dataset,
+        hparams=spec.hparams,
+        seed=spec.seed,
+        batch_size=spec.batch_size,
+        device=device,
+    )
+    found = find_checkpoint(identity, source, max_step=spec.steps)
+    if found is None:
+        return None
+    state = json.loads((found / STATE_FILE).read_text(encoding="utf-8"))
+    note = {
+        "source": str(found.resolve()),
+        "step": step_of(found),
+        "weights_sha256": state.get("weights_sha256"),
+        "package_version": state.get("package_version"),
+    }
+    folder = run_dir(out, spec.run_id)
+    write_json_atomic(folder / ADOPTED_FILE, note)  # before the copy: a checkpoint is never unnamed
+    target = folder / CHECKPOINT_DIR / found.name
+    tmp = make_temp_dir(target)
+    try:
+        shutil.copytree(found, tmp, dirs_exist_ok=True)
+        replace_dir(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return note
+
+
 def run_one(
     spec: RunSpec,
     data: ConfigData,
@@ -289,10 +338,12 @@ def run_one(
     num_threads: int | None = None,
     n_jobs: int = 1,
     progress: bool = True,
+    adopt: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Train (or resume) one run, score it and write its record; the record.
 
-    ``n_jobs``: processes for the metrics' classifier fits (DCI, SAP)."""
+    ``n_jobs``: processes for the metrics' classifier fits (DCI, SAP). ``adopt``: a folder to
+    take this run's checkpoint from when it has none of its own (:func:`adopt_checkpoint`)."""
     out = Path(out)
     if spec.config != data.config:
         raise ValueError(f"run {spec.run_id} is for config {spec.config}, got {data.config}")
@@ -317,6 +368,14 @@ def run_one(
             progress=progress,
         )
 
+    checkpoints = run_dir(out, spec.run_id) / CHECKPOINT_DIR
+    if latest_checkpoint(checkpoints) is None:
+        (run_dir(out, spec.run_id) / ADOPTED_FILE).unlink(missing_ok=True)  # stale: none left
+        if adopt is not None:
+            adopt_checkpoint(spec, data, out, adopt, device=device)
+    held = latest_checkpoint(checkpoints)
+    held_step = 0 if held is None else step_of(held) or 0
+
     deterministic = model_spec(spec.model).deterministic
     trajectory = []
     folder = run_dir(out, spec.run_id) / TRAJECTORY_DIR
@@ -324,6 +383,8 @@ def run_one(
     originals = (points, original_images(data, points))
     for step in () if deterministic else trajectory_steps(spec.steps):
         path = folder / f"step-{step}.json"
+        if not path.exists() and step < held_step:
+            continue  # trained past it elsewhere (an adopted checkpoint): not recoverable
         if not path.exists():  # written before any later step trains: a resume recomputes it
             vae = train_to(step).objective.vae.eval()
             entry = diagnose(
@@ -348,6 +409,9 @@ def run_one(
         n_jobs=n_jobs,
         originals=originals,
     )
+    adopted = run_dir(out, spec.run_id) / ADOPTED_FILE
+    if adopted.exists():
+        record["training"]["adopted_from"] = json.loads(adopted.read_text(encoding="utf-8"))
     metrics = record["metrics"]
     if not deterministic:
         final = {k: metrics[k] for k in ("mig", "mig_per_factor", "s_alignment", "uptake")}
@@ -382,9 +446,13 @@ def run_in_process(
     stack: int = 1,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    adopt: str | os.PathLike | None = None,
 ) -> SweepOutcome:
-    """Every unfinished run of ``specs``, config by config (each decoded once by ``load``)."""
+    """Every unfinished run of ``specs``, config by config (each decoded once by ``load``);
+    ``adopt``: see :func:`run_one` (not for stacks on a GPU)."""
     out = Path(out)
+    if adopt is not None and stack > 1 and torch.device(device).type == "cuda":
+        raise InvalidArgumentError("--adopt takes the runs one by one: use --stack 1")
     todo, outcome = unfinished(specs, out)
     configs = list(dict.fromkeys(s.config for s in todo))
     for config in configs:
@@ -420,6 +488,7 @@ def run_in_process(
                 num_threads=num_threads,
                 n_jobs=n_jobs,
                 progress=progress,
+                adopt=adopt,
             )
             if error is None:
                 outcome.trained.append(spec.run_id)

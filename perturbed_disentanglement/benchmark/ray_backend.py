@@ -48,6 +48,7 @@ def run_with_ray(
     device: str = "cpu",
     num_threads: int | None = None,
     log: Callable[[str], None] = print,
+    adopt: str | os.PathLike | None = None,
 ) -> SweepOutcome:
     """Every unfinished run of ``specs`` as a Ray task; returns when all have ended."""
     ray = _import_ray()
@@ -66,6 +67,7 @@ def run_with_ray(
         checkpoint_every=checkpoint_every,
         device="cuda" if gpu else device,  # Ray gives each task its own visible GPU
         num_threads=num_threads or 1,
+        adopt=None if adopt is None else str(Path(adopt).resolve()),
     )
     try:
         pending = {}

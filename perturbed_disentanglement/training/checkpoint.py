@@ -224,6 +224,12 @@ def latest_checkpoint(checkpoint_dir: str | os.PathLike) -> Path | None:
     return step_directory(checkpoint_dir, max(steps)) if steps else None
 
 
+def step_of(path: str | os.PathLike) -> int | None:
+    """The step of a ``step-…`` checkpoint directory, or None if ``path`` is not one by its name."""
+    m = _STEP_DIR.match(Path(path).name)
+    return int(m.group(1)) if m else None
+
+
 def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """Read a checkpoint: a ``step-…`` directory, or a checkpoint root (its newest checkpoint).
 

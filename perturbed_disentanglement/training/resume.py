@@ -4,13 +4,16 @@ One path for a model trained alone (K = 1) and for a stack: :func:`checkpoints_t
 each run's newest checkpoint, applies ``resume`` (None: continue if there is one; True: there must
 be one; False: there must be none) and checks that every checkpoint belongs to its run
 (:meth:`~.run_identity.RunIdentity.check_checkpoint`); :func:`restore_run` loads one checkpoint into
-a run's objective, per-model optimizers and batch stream.
+a run's objective, per-model optimizers and batch stream. :func:`find_checkpoint` looks for a
+run's checkpoint in another folder (e.g. one a screening campaign trained), by its identity.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 from ..errors import CheckpointError
 from . import checkpoint as ckpt
@@ -87,3 +90,28 @@ def restore_run(
     stream.load_state(checkpoint.state["batch_stream_state"])
     if len(checkpoint.history().get("step", ())) != checkpoint.step:
         raise CheckpointError(f"{checkpoint.path}: loss history does not match its step")
+
+
+def find_checkpoint(
+    identity: RunIdentity, root: str | os.PathLike, *, max_step: int
+) -> Path | None:
+    """The newest checkpoint under ``root`` (at any depth) that belongs to the run ``identity``
+    (:meth:`~.run_identity.RunIdentity.check_checkpoint`: same model, hyperparameters, seed,
+    batch size, precision and images) at a step ≤ ``max_step``; None if there is none.
+
+    Continuing it is continuing that run: a checkpoint holds the weights, the optimizer moments
+    and the batch stream, so the result is the one training from scratch gives (bitwise for the
+    same thread count). Only the checkpoints' JSON is read; unreadable ones are passed over.
+    """
+    best: tuple[int, str] | None = None
+    for state_file in sorted(Path(root).rglob(ckpt.STATE_FILE)):
+        step = ckpt.step_of(state_file.parent)
+        if step is None or step > max_step or (best is not None and step <= best[0]):
+            continue
+        try:
+            state = json.loads(state_file.read_text(encoding="utf-8"))
+            identity.check_checkpoint(state, state_file.parent)
+        except (OSError, ValueError, TypeError, CheckpointError):
+            continue
+        best = (step, str(state_file.parent))
+    return None if best is None else Path(best[1])

@@ -161,6 +161,37 @@ def probe_threads(
     return min(medians, key=medians.__getitem__), medians
 
 
+def identity_of(
+    model: str,
+    images: np.ndarray | GroundTruth,
+    *,
+    dataset: str | None = None,
+    hparams: Mapping[str, float] | None = None,
+    latent_dim: int | None = None,
+    seed: int = 0,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    precision: str = "auto",
+    transform: BatchTransform | None = None,
+    array: np.ndarray | None = None,
+) -> RunIdentity:
+    """The identity :func:`train` gives a run of these arguments: what its checkpoints record,
+    so that a checkpoint found elsewhere can be shown to be this run's
+    (:func:`~.resume.find_checkpoint`). ``array``: ``images`` as uint8, if already at hand."""
+    return RunIdentity.resolve(
+        model_spec(model).name,
+        images,
+        as_image_array(images) if array is None else array,
+        dataset=dataset,
+        hparams=hparams,
+        latent_dim=latent_dim,
+        seed=seed,
+        batch_size=batch_size,
+        precision=resolve_precision(precision, resolve_device(device)).name,
+        transform=transform,
+    )
+
+
 def train(
     model: str,
     images: np.ndarray | GroundTruth,
@@ -216,17 +247,18 @@ def train(
     array = as_image_array(images)
     dev = resolve_device(device)
     plan = resolve_precision(precision, dev)
-    identity = RunIdentity.resolve(
+    identity = identity_of(
         spec.name,
         images,
-        array,
         dataset=dataset,
         hparams=hparams,
         latent_dim=latent_dim,
         seed=seed,
         batch_size=batch_size,
-        precision=plan.name,
+        device=dev,
+        precision=precision,
         transform=transform,
+        array=array,
     )
     if sync_every is None:
         sync_every = 1 if dev.type == "cpu" else 50
@@ -297,6 +329,7 @@ __all__: Sequence[str] = (
     "as_image_array",
     "data_fingerprint",
     "encode",
+    "identity_of",
     "load_model",
     "make_optimizers",
     "network_autocast",
