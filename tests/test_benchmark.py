@@ -523,6 +523,14 @@ def test_a_checkpoint_trained_elsewhere_is_adopted_only_by_its_own_run(
         assert "adopted_from" not in record["training"]
         assert [e["step"] for e in record["trajectory"]] == [*trajectory_steps(steps), steps]
         assert not (run_dir(out, record["run_id"]) / ADOPTED_FILE).exists()
+    # evaluation only: a run with nothing to take fails and trains nothing; the others are kept
+    again = tmp_path / "again"
+    outcome = run_in_process(
+        specs[:2], load, again, adopt=tmp_path / "campaign", allow_training=False, **common
+    )
+    assert outcome.trained == [specs[0].run_id] and list(outcome.failed) == [specs[1].run_id]
+    assert "training is off (--no-train)" in outcome.failed[specs[1].run_id]
+    assert not (run_dir(again, specs[1].run_id) / CHECKPOINT_DIR).exists()
     proc = _cli("--data", str(smoke_build.out), "--adopt", str(tmp_path / "nothing"), cwd=tmp_path)
     assert proc.returncode == 2 and "no such folder of checkpoints" in proc.stderr
 

@@ -106,6 +106,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "and images all checked) and start from it: a run trained there to its steps is only "
         "evaluated; its record names the checkpoint it came from",
     )
+    parser.add_argument(
+        "--no-train",
+        action="store_true",
+        help="evaluate only: a run with no checkpoint at its steps (its own or one --adopt finds) "
+        "fails with a message instead of training",
+    )
     parser.add_argument("--dry-run", action="store_true", help="list the runs, train nothing")
     parser.add_argument("--report-only", action="store_true", help="rebuild the report only")
     parser.add_argument("--no-report", action="store_true", help="skip the report")
@@ -182,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
             device=args.device,
             num_threads=args.threads,
             adopt=args.adopt,
+            allow_training=not args.no_train,
         )
         if args.ray is not None:
             from .ray_backend import run_with_ray

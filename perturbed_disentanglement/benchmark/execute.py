@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..errors import InvalidArgumentError, PerturbedDisentanglementError
+from ..errors import CheckpointError, InvalidArgumentError, PerturbedDisentanglementError
 from ..ground_truth.grid import GroundTruth
 from ..metrics import mig
 from ..metrics.diagnostics import pattern_uptake, s_alignment
@@ -339,11 +339,13 @@ def run_one(
     n_jobs: int = 1,
     progress: bool = True,
     adopt: str | os.PathLike | None = None,
+    allow_training: bool = True,
 ) -> dict[str, Any]:
     """Train (or resume) one run, score it and write its record; the record.
 
     ``n_jobs``: processes for the metrics' classifier fits (DCI, SAP). ``adopt``: a folder to
-    take this run's checkpoint from when it has none of its own (:func:`adopt_checkpoint`)."""
+    take this run's checkpoint from when it has none of its own (:func:`adopt_checkpoint`).
+    ``allow_training=False``: only evaluate; a run without a checkpoint at its steps fails."""
     out = Path(out)
     if spec.config != data.config:
         raise ValueError(f"run {spec.run_id} is for config {spec.config}, got {data.config}")
@@ -375,6 +377,12 @@ def run_one(
             adopt_checkpoint(spec, data, out, adopt, device=device)
     held = latest_checkpoint(checkpoints)
     held_step = 0 if held is None else step_of(held) or 0
+    if not allow_training and held_step < spec.steps:
+        where = f" or under {adopt}" if adopt is not None else ""
+        raise CheckpointError(
+            f"run {spec.run_id}: no checkpoint at step {spec.steps} in {checkpoints}{where} "
+            f"(newest: {held_step or 'none'}), and training is off (--no-train)"
+        )
 
     deterministic = model_spec(spec.model).deterministic
     trajectory = []
@@ -447,12 +455,17 @@ def run_in_process(
     progress: bool = True,
     log: Callable[[str], None] = print,
     adopt: str | os.PathLike | None = None,
+    allow_training: bool = True,
 ) -> SweepOutcome:
     """Every unfinished run of ``specs``, config by config (each decoded once by ``load``);
-    ``adopt``: see :func:`run_one` (not for stacks on a GPU)."""
+    ``adopt``, ``allow_training``: see :func:`run_one` (not for stacks on a GPU)."""
     out = Path(out)
-    if adopt is not None and stack > 1 and torch.device(device).type == "cuda":
-        raise InvalidArgumentError("--adopt takes the runs one by one: use --stack 1")
+    if (
+        (adopt is not None or not allow_training)
+        and stack > 1
+        and torch.device(device).type == "cuda"
+    ):
+        raise InvalidArgumentError("--adopt and --no-train take the runs one by one: use --stack 1")
     todo, outcome = unfinished(specs, out)
     configs = list(dict.fromkeys(s.config for s in todo))
     for config in configs:
@@ -489,6 +502,7 @@ def run_in_process(
                 n_jobs=n_jobs,
                 progress=progress,
                 adopt=adopt,
+                allow_training=allow_training,
             )
             if error is None:
                 outcome.trained.append(spec.run_id)

@@ -49,6 +49,7 @@ def run_with_ray(
     num_threads: int | None = None,
     log: Callable[[str], None] = print,
     adopt: str | os.PathLike | None = None,
+    allow_training: bool = True,
 ) -> SweepOutcome:
     """Every unfinished run of ``specs`` as a Ray task; returns when all have ended."""
     ray = _import_ray()
@@ -68,6 +69,7 @@ def run_with_ray(
         device="cuda" if gpu else device,  # Ray gives each task its own visible GPU
         num_threads=num_threads or 1,
         adopt=None if adopt is None else str(Path(adopt).resolve()),
+        allow_training=allow_training,
     )
     try:
         pending = {}
