@@ -57,11 +57,15 @@ from perturbed_disentanglement.reference.stage import (
     preset_ground_truth,
     standardise,
 )
+from perturbed_disentanglement.reference.strength import isolated_s
 from perturbed_disentanglement.training.encoding import encode
 from perturbed_disentanglement.training.single import train
 from perturbed_disentanglement.util.atomic import write_atomic
 from perturbed_disentanglement.util.lock import exclusive
 from perturbed_disentanglement.util.shared_array import shared_array
+
+#: The pseudo-rule of the isolated variant: ``s`` independent of the factors (:func:`isolated_s`).
+ISOLATED = "isolated"
 
 
 def log(msg: str) -> None:
@@ -169,7 +173,14 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dataset", choices=("dsprites", "shapes3d"), default="shapes3d")
     p.add_argument("--config", choices=("perturbed", "noise", "original"), default="perturbed")
-    p.add_argument("--rule", choices=S_RULES, default="balanced-rotation", help="the s rule")
+    p.add_argument(
+        "--rule",
+        choices=(*S_RULES, ISOLATED),
+        default="balanced-rotation",
+        help=f"the s rule; {ISOLATED!r} (with --config perturbed): s an extra factor, uniform and "
+        "independent of the others per grid image, from --build-seed (the paper's Fig. 4(c) "
+        "dataset), not read off the reference",
+    )
     p.add_argument("--kappa", type=float, default=2.0, help="pattern rows per unit of s")
     p.add_argument("--eps", type=float, default=0.175, help="perturbation bound ε")
     p.add_argument("--beta", type=float, default=None, help="β (default: the zoo's)")
@@ -213,6 +224,11 @@ def main(argv: list[str] | None = None) -> int:
             check_epsilon(a.eps)
         if a.config == "perturbed":
             check_kappa(a.kappa)
+        elif a.rule == ISOLATED:
+            raise InvalidArgumentError(
+                f"--rule {ISOLATED} is a perturbed dataset's s: use it with --config perturbed "
+                f"(the {a.config} config does not depend on s)"
+            )
         milestones = sorted({int(v) for v in a.milestones.split(",")})
         if not milestones or milestones[0] < 1:
             raise InvalidArgumentError("--milestones must be positive step counts")
@@ -232,11 +248,16 @@ def main(argv: list[str] | None = None) -> int:
         gt = preset_ground_truth(gt, "smoke")
     images = shared_grid(gt, a.workdir)
     factors = gt.factors(np.arange(len(gt)))
-    mu, logvar = reference_encoding(gt, images, a.workdir)
-    choice = choose_s(a.rule, mu, logvar, factors, list(gt.factor_names))
-    s, _ = standardise(choice.direction(mu), factors)
+    if a.rule == ISOLATED:
+        s = isolated_s(len(gt), a.build_seed)
+        s_choice: dict[str, Any] = {"rule": ISOLATED, "seed": a.build_seed}
+    else:
+        mu, logvar = reference_encoding(gt, images, a.workdir)
+        choice = choose_s(a.rule, mu, logvar, factors, list(gt.factor_names))
+        s, _ = standardise(choice.direction(mu), factors)
+        s_choice = choice.as_dict()
     entanglement = s_entanglement(s, factors, list(gt.factor_names))
-    log(f"{name}: s by {a.rule}: {choice.as_dict()}")
+    log(f"{name}: s by {a.rule}: {s_choice}")
     log(f"s entanglement: {entanglement['variance_fraction']}")
     transform = batch_transform(a.config, s, a.eps, a.kappa, a.build_seed)
     hparams = None if a.beta is None else {"beta": a.beta}
@@ -281,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=a.seed,
             build_seed=a.build_seed,
             step=step,
-            s_choice=choice.as_dict(),
+            s_choice=s_choice,
             s_entanglement=entanglement,
             train_seconds=round(train_seconds, 1),
             eval_seconds=round(time.perf_counter() - t, 1),

@@ -241,7 +241,10 @@ def mig_of_s_factors(record: dict[str, Any]) -> tuple[float, float]:
     the perturbation's targeted entanglement, a drop in both a general loss."""
     mine = _s_factors(record)
     per = np.asarray(record["mig_per_factor"], np.float64)
-    return float(per[mine].mean()), float(per[~mine].mean()) if (~mine).any() else float("nan")
+    return (
+        float(per[mine].mean()) if mine.any() else float("nan"),  # an isolated s has none
+        float(per[~mine].mean()) if (~mine).any() else float("nan"),
+    )
 
 
 #: A latent mixes s's factors when it carries more than this many nats about two of them.

@@ -62,6 +62,19 @@ def _uniform_s(rng: np.random.Generator, m: int) -> np.ndarray:
     return rng.uniform(-math.sqrt(3.0), math.sqrt(3.0), size=m)
 
 
+#: Keys the isolated s's random stream apart from the build's other streams of the same seed.
+ISOLATED_S_STREAM = 0x15_0A7ED
+
+
+def isolated_s(num_images: int, seed: int) -> np.ndarray:
+    """The isolated variant's ``s`` as a dataset column: one value per grid image, uniform on
+    ``[−√3, √3]`` (mean 0, variance 1), independent of every factor, fixed by ``seed``. The paper
+    trains on such a dataset for its Fig. 4(c): no factor carries ``s``, so a model that draws the
+    pattern must give ``s`` a latent of its own."""
+    rng = np.random.default_rng([ISOLATED_S_STREAM, seed])
+    return _uniform_s(rng, num_images).astype(np.float32)
+
+
 def draw_pairs(
     gt: GroundTruth,
     variant: str,
