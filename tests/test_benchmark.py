@@ -438,6 +438,17 @@ def test_smoke_sweep_writes_a_record_per_run_and_the_report(smoke_sweep: Path) -
     assert figures and all((smoke_sweep / f).exists() for f in figures)
 
 
+#: ``run_in_process``'s settings for the smoke sweep, quiet.
+_SMOKE_SWEEP = dict(
+    preset="smoke",
+    sizes=PRESETS["smoke"].sizes,
+    checkpoint_every=PRESETS["smoke"].checkpoint_every,
+    num_threads=1,
+    progress=False,
+    log=lambda *_: None,
+)
+
+
 @pytest.mark.slow
 def test_a_rerun_skips_finished_runs_and_retries_a_failed_one(
     smoke_sweep: Path, smoke_build: SmokeBuild, tmp_path: Path
@@ -458,15 +469,7 @@ def test_a_rerun_skips_finished_runs_and_retries_a_failed_one(
         dataset="dsprites",
         steps=PRESETS["smoke"].steps,
     )
-    preset = PRESETS["smoke"]
-    common = dict(
-        preset="smoke",
-        sizes=preset.sizes,
-        checkpoint_every=preset.checkpoint_every,
-        num_threads=1,
-        progress=False,
-        log=lambda *_: None,
-    )
+    common = _SMOKE_SWEEP
     load = loader(str(smoke_build.out), progress=False)
     outcome = run_in_process(specs, load, out, **common)
     assert len(outcome.skipped) == 11 and list(outcome.failed) == [victim]
@@ -492,14 +495,7 @@ def test_a_checkpoint_trained_elsewhere_is_adopted_only_by_its_own_run(
     mine = "beta_vae-beta=8-perturbed-seed0-steps30"
     source = tmp_path / "campaign" / "some-run"  # any layout: found by identity, not by name
     shutil.copytree(run_dir(smoke_sweep, mine) / CHECKPOINT_DIR, source)
-    common = dict(
-        preset="smoke",
-        sizes=preset.sizes,
-        checkpoint_every=preset.checkpoint_every,
-        num_threads=1,
-        progress=False,
-        log=lambda *_: None,
-    )
+    common = _SMOKE_SWEEP
     load = loader(str(smoke_build.out), progress=False)
     specs = [
         *plan_runs(["beta_vae"], ["perturbed"], [0, 2], dataset="dsprites", steps=steps),

@@ -222,7 +222,9 @@ def assemble_record(
         "metrics": metrics,
         "training": {
             "seconds": result.wall_time,
-            "steps_per_second": trained_steps / result.wall_time if result.wall_time else None,
+            "steps_per_second": (
+                trained_steps / result.wall_time if trained_steps and result.wall_time else None
+            ),  # None when nothing was trained here (an adopted checkpoint)
             "device": result.device,
             "precision": result.precision,
             "num_threads": result.num_threads,
