@@ -337,6 +337,10 @@ def test_missing_pieces_give_sentences(tmp_path) -> None:
     # original only, one setting, no samples: tables and figures say why they are missing
     records = [make_record(seed=s) for s in range(3)]
     text = write_report(records, tmp_path).read_text()
+    assert "trained by another process" not in text
+    records[1]["training"]["adopted_from"] = {"source": "/campaign/runs/x/step-000000030"}
+    text = write_report(records, tmp_path).read_text()
+    assert "1 of the runs were trained by another process and evaluated here" in text
     assert "Not computed: there are no runs on a `perturbed` config." in text
     assert "Not computed: there are no runs on a `noise` config." in text
     assert text.count("Not drawn:") == 3

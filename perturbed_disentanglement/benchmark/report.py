@@ -934,13 +934,21 @@ def _header(records: Sequence[Mapping[str, Any]], identity: Mapping[str, str]) -
     version = identity["package_version"]
     written = "" if version == __version__ else f" (this report by version {__version__})"
     seeds = _seeds_text([int(r["seed"]) for r in records])
+    adopted = sum("adopted_from" in r.get("training", {}) for r in records)
+    elsewhere = (
+        f" {adopted} of the runs were trained by another process and evaluated here (their "
+        "records' `training.adopted_from` names each checkpoint)."
+        if adopted
+        else ""
+    )
     return [
         f"# Benchmark report: {identity['data']}",
         f"Data: `{identity['data']}` ({identity['dataset']}); configs {', '.join(configs)}.  \n"
         f"Runs: {len(records)}, seeds {seeds}, by package version {version}{written}.  \n"
         "Training: "
         + "; ".join(f"{s} steps at batch {b} (preset {p})" for s, b, p in training)
-        + ".",
+        + "."
+        + elsewhere,
     ]
 
 
@@ -1024,7 +1032,10 @@ def write_report(
         "variance, left out); one panel per model, the "
         "setting run at the most ε. Factors encoded by the same latent share its level. The "
         "paper's β-VAE "
-        f"encodes s as its least noisy coordinate from ε ≈ 0.1 on. Runs: {counts}.",
+        "encodes s as its least noisy coordinate from ε ≈ 0.1 on, on a dSprites where s is an "
+        "extra factor independent of the others; in a built dataset s is a function of the "
+        "factors, which can carry it without a latent of its own (docs/results-and-harness.md). "
+        f"Runs: {counts}.",
         "it needs one model setting run on `original` and on at least one perturbed config.",
     )
 
