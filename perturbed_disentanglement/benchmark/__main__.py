@@ -170,7 +170,9 @@ def main(argv: list[str] | None = None) -> int:
             decoded_dir=args.share_decoded,
         )
         # Reads the first config's columns (not its images): the data loads before anything trains.
-        dataset = dataset_of(args.data, configs[0], cache_dir=args.cache_dir)
+        dataset = dataset_of(
+            args.data, configs[0], cache_dir=args.cache_dir, progress=not args.no_progress
+        )
         specs = plan_runs(models, configs, seeds, dataset=dataset, steps=steps, grid=grid)
         print(
             f"{len(specs)} run(s) on {args.data} ({dataset}): {', '.join(models)} × "

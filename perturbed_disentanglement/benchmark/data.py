@@ -155,12 +155,18 @@ def fingerprint(images: np.ndarray, s: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def _load(data: str, config: str, cache_dir: Any, revision: str | None) -> Any:
-    """``load_dataset``'s train split, its errors (no such dataset or config) made ours."""
+def _load(
+    data: str, config: str, cache_dir: Any, revision: str | None, progress: bool = True
+) -> Any:
+    """``load_dataset``'s train split, its errors (no such dataset or config) made ours;
+    ``progress=False`` silences its bars too."""
     import datasets
 
     if not isinstance(config, str) or not config:
         raise InvalidArgumentError(f"config must be a config name, got {config!r}")
+    silenced = not progress and not datasets.are_progress_bars_disabled()
+    if silenced:
+        datasets.disable_progress_bars()
     try:
         return datasets.load_dataset(
             data,
@@ -173,6 +179,9 @@ def _load(data: str, config: str, cache_dir: Any, revision: str | None) -> Any:
         raise InvalidArgumentError(
             f"cannot load config {config!r} of {data!r} with load_dataset: {exc}"
         ) from exc
+    finally:
+        if silenced:
+            datasets.enable_progress_bars()
 
 
 def dataset_of(
@@ -181,10 +190,11 @@ def dataset_of(
     *,
     cache_dir: str | os.PathLike | None = None,
     revision: str | None = None,
+    progress: bool = True,
 ) -> str:
     """Which dataset ``config`` of ``data`` holds, from its columns alone: what a sweep needs to
     plan its runs, without decoding a config (3 GB for dSprites) whose runs may all be finished."""
-    return identify_dataset(_load(data, config, cache_dir, revision).column_names)
+    return identify_dataset(_load(data, config, cache_dir, revision, progress).column_names)
 
 
 def numpy_columns(ds: Any, names: Sequence[str]) -> dict[str, np.ndarray]:
@@ -242,7 +252,7 @@ def load_config(
     A dataset or config ``load_dataset`` cannot find is an :class:`InvalidArgumentError` with its
     message; a config that is not a perturbed dataset's whole grid a :class:`DataFormatError`.
     """
-    ds = _load(data, config, cache_dir, revision)
+    ds = _load(data, config, cache_dir, revision, progress)
     dataset, factors, position = grid_of(ds)
     columns = numpy_columns(ds, ["s", "epsilon"])
     n = len(position)
