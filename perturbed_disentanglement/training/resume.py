@@ -103,15 +103,15 @@ def find_checkpoint(
     and the batch stream, so the result is the one training from scratch gives (bitwise for the
     same thread count). Only the checkpoints' JSON is read; unreadable ones are passed over.
     """
-    best: tuple[int, str] | None = None
+    best, best_step = None, -1
     for state_file in sorted(Path(root).rglob(ckpt.STATE_FILE)):
         step = ckpt.step_of(state_file.parent)
-        if step is None or step > max_step or (best is not None and step <= best[0]):
+        if step is None or step > max_step or step <= best_step:
             continue
         try:
             state = json.loads(state_file.read_text(encoding="utf-8"))
             identity.check_checkpoint(state, state_file.parent)
         except (OSError, ValueError, TypeError, CheckpointError):
             continue
-        best = (step, str(state_file.parent))
-    return None if best is None else Path(best[1])
+        best, best_step = state_file.parent, step
+    return best
