@@ -585,7 +585,9 @@ def _alignment_section(records: Sequence[Mapping[str, Any]], training: bool) -> 
     reading = (
         "NMI: I(z; s) / H(s) of the latent with the least posterior noise (the paper's first "
         "principal component), binned like MIG, mean ± sd (seeds). The paper's signature of the "
-        "effect: on `perturbed` that latent follows s, on `original` and `noise` it does not. "
+        "effect: on `perturbed` that latent follows s, on `original` and `noise` it does not; "
+        "the paper shows it where s is an extra factor independent of the others, while in a "
+        "built dataset s is a function of the factors, whose latents can carry it. "
         "Uptake: how much of the perturbation the decoder reproduces (1 all, 0 none; "
         "`metrics.diagnostics.pattern_uptake`); near 0 means the pattern is treated as noise."
     )
