@@ -3,16 +3,21 @@
     python -m generation.choose_strength --dataset dsprites
 
 Writes ``docs/fig4_<dataset>.json`` (every measured point, both variants, the choice and the
-settings) and ``docs/fig4_<dataset>.png`` (the paper's Fig. 4a/4b at the chosen κ, and the local
+settings) and ``docs/fig4_<dataset>.png`` (the paper's Fig. 4a/4b at the shipped κ, and the local
 and global dominance of s for every κ), and prints the table behind the choice. The choice is
 made on the ``isolated`` variant (paper §5.2); ``as_built`` uses the reference's s and is shown
 beside it. See :mod:`perturbed_disentanglement.reference.strength` for the definitions.
+
+The shipped strength (``DEFAULT_STRENGTH``) is this criterion's choice unless a screen of trained
+models chose another (``python -m generation.screen --choose-at``); the figure shows both.
+``--replot`` redraws the figure from the JSON (no measuring), e.g. after the default changed.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import json
 import sys
 import time
 from pathlib import Path
@@ -20,7 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from perturbed_disentanglement import __version__, ground_truth
-from perturbed_disentanglement.errors import PerturbedDisentanglementError
+from perturbed_disentanglement.errors import InvalidArgumentError, PerturbedDisentanglementError
+from perturbed_disentanglement.perturbation.pattern import default_strength
 from perturbed_disentanglement.reference.stage import load_reference
 from perturbed_disentanglement.reference.strength import (
     EPSILONS,
@@ -63,6 +69,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epsilons", type=_floats, default=list(EPSILONS))
     parser.add_argument("--out-dir", default="docs", help="where the JSON and PNG go")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument(
+        "--replot",
+        action="store_true",
+        help="measure nothing: redraw OUT_DIR/fig4_<dataset>.png from its JSON (e.g. after the "
+        "shipped strength changed) and print its tables",
+    )
     return parser.parse_args(argv)
 
 
@@ -71,15 +83,30 @@ def _series(points: list[Fig4Point], kappa: float, what: str, name: str) -> tupl
     return [p.epsilon for p in chosen], [getattr(p, what)[name] for p in chosen]
 
 
-def figure(dataset: str, points: dict[str, list[Fig4Point]], choice: Fig4Point, met: bool) -> bytes:
-    """Fig. 4a/4b at the chosen κ (isolated solid, as built dashed) and s's dominance per κ."""
+def figure(
+    dataset: str,
+    points: dict[str, list[Fig4Point]],
+    choice: Fig4Point,
+    met: bool,
+    shipped: tuple[float, float] | None = None,
+) -> bytes:
+    """Fig. 4a/4b at the shipped κ (isolated solid, as built dashed; the criterion's κ where the
+    shipped one was not measured) and s's dominance per κ, the criterion's choice and the shipped
+    strength marked."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     iso = points["isolated"]
-    names = list(iso[0].expansiveness)
+    measured = {p.kappa for p in iso}
+    if shipped is not None and shipped[0] not in measured:
+        shipped = None
+    kappa = choice.kappa if shipped is None else shipped[0]
+    names = [
+        *sorted(n for n in iso[0].expansiveness if n != S_NAME),
+        S_NAME,
+    ]  # any source, one order
     colours = {n: plt.cm.tab10(i) for i, n in enumerate(names)}
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
     for ax, what, title in (
@@ -90,7 +117,7 @@ def figure(dataset: str, points: dict[str, list[Fig4Point]], choice: Fig4Point, 
             if variant not in points:
                 continue
             for n in names:
-                eps, vals = _series(points[variant], choice.kappa, what, n)
+                eps, vals = _series(points[variant], kappa, what, n)
                 ax.plot(
                     eps,
                     vals,
@@ -101,9 +128,12 @@ def figure(dataset: str, points: dict[str, list[Fig4Point]], choice: Fig4Point, 
                     ms=4,
                     label=n if variant == "isolated" else None,
                 )
-        ax.axvline(choice.epsilon, color="grey", lw=0.8, ls=":")
+        if kappa == choice.kappa:
+            ax.axvline(choice.epsilon, color="grey", lw=0.8, ls=":")
+        if shipped is not None:
+            ax.axvline(shipped[1], color="black", lw=0.8, ls="--")
         ax.set_xlabel("ε")
-        ax.set_title(f"{title}, κ = {choice.kappa:g}")
+        ax.set_title(f"{title}, κ = {kappa:g}")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("E‖Δx‖ / δ (pixels in [0, 1])")
     axes[1].set_ylabel("Σ_pixels Var E[x | factor]")
@@ -117,16 +147,24 @@ def figure(dataset: str, points: dict[str, list[Fig4Point]], choice: Fig4Point, 
         ax.plot(eps, [p.dominance()[0] for p in chosen], "-", color=colour, label=f"κ={k:g} local")
         ax.plot(eps, [p.dominance()[1] for p in chosen], ":", color=colour)
     ax.axhline(1.0, color="black", lw=0.8)
-    ax.plot([choice.epsilon], [choice.dominance()[0]], "r*", ms=12, label="chosen")
+    ax.plot([choice.epsilon], [choice.dominance()[0]], "r*", ms=12, label="criterion's choice")
+    if shipped is not None and shipped != (choice.kappa, choice.epsilon):
+        at = [p for p in iso if (p.kappa, p.epsilon) == shipped]
+        if at:
+            ax.plot([shipped[1]], [at[0].dominance()[0]], "kD", ms=7, label="shipped")
     ax.set_yscale("log")
     ax.set_xlabel("ε")
     ax.set_title("s / largest factor (isolated): local —, global ···")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3, which="both")
     verdict = "meets the criterion" if met else "closest (criterion not met)"
-    fig.suptitle(
-        f"{dataset}: chosen κ = {choice.kappa:g}, ε = {choice.epsilon:g} ({verdict})", fontsize=11
-    )
+    title = f"{dataset}: Fig. 4's criterion chooses κ = {choice.kappa:g}, ε = {choice.epsilon:g} ({verdict})"
+    if shipped is not None and shipped != (choice.kappa, choice.epsilon):
+        title += (
+            f"; shipped κ = {shipped[0]:g}, ε = {shipped[1]:g} (chosen by the effect on trained "
+            "models)"
+        )
+    fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
@@ -152,45 +190,89 @@ def table(points: list[Fig4Point], kappa: float) -> str:
     return "\n".join(rows)
 
 
+def _replot(out: Path, dataset: str) -> tuple[dict, dict[str, list[Fig4Point]]]:
+    """The measurement a previous run wrote to ``out/fig4_<dataset>.json``, checked."""
+    path = out / f"fig4_{dataset}.json"
+    if not path.is_file():
+        raise InvalidArgumentError(f"--replot: no {path}; measure first (without --replot)")
+    result = json.loads(path.read_text(encoding="utf-8"))
+    points: dict[str, list[Fig4Point]] = {}
+    for d in result["points"]:
+        points.setdefault(d["variant"], []).append(Fig4Point.from_dict(d))
+    choice, met = choose(points.get("isolated", []))
+    if result["choice"] != {
+        "kappa": choice.kappa,
+        "epsilon": choice.epsilon,
+        "meets_criterion": met,
+    }:
+        raise InvalidArgumentError(f"{path}: its choice does not follow from its points; remeasure")
+    return result, points
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     t0 = time.perf_counter()
+    out = Path(args.out_dir)
     try:
-        gt = ground_truth(args.dataset)
-        s_values, reference_note = None, "none"
-        if args.reference != "none":
-            try:
-                where = args.dataset if args.reference == "shipped" else args.reference
-                ref = load_reference(where, gt, shipped=args.reference == "shipped")
-                s_values = ref.s.astype(np.float64)
-                latents = ", ".join(str(k) for k in ref.rule["latents"])
-                reference_note = (
-                    f"{args.reference} (MIG {ref.chosen_mig:.3f}, s by the rule "
-                    f"{ref.rule['rule']} on latents {latents})"
-                )
-            except PerturbedDisentanglementError as exc:
-                if args.reference != "shipped":
-                    raise
-                print(f"note: no as-built variant: {exc}", file=sys.stderr)
-        points: dict[str, list[Fig4Point]] = {}
-        for variant in ("isolated", "as_built"):
-            if variant == "as_built" and s_values is None:
-                continue
-            pairs = draw_pairs(gt, variant, num_pairs=args.pairs, s_values=s_values, seed=args.seed)
-            points[variant] = sweep(
-                gt,
-                pairs,
-                variant,
-                kappas=args.kappas,
-                epsilons=args.epsilons,
-                pattern_seed=args.seed,
-                progress=not args.no_progress,
-            )
-        choice, met = choose(points["isolated"])
+        if args.replot:
+            result, points = _replot(out, args.dataset)
+        else:
+            result, points = _measure(args)
     except PerturbedDisentanglementError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    out = Path(args.out_dir)
+    choice, met = choose(points["isolated"])
+    shipped = default_strength(args.dataset)
+    result["shipped"] = {"kappa": shipped[0], "epsilon": shipped[1]}
+    write_json_atomic(out / f"fig4_{args.dataset}.json", result)
+    png = figure(args.dataset, points, choice, met, shipped)
+    write_bytes_atomic(out / f"fig4_{args.dataset}.png", png)
+    print(table(points["isolated"], choice.kappa))
+    if shipped[0] != choice.kappa and any(p.kappa == shipped[0] for p in points["isolated"]):
+        print(f"\nat the shipped κ = {shipped[0]:g}:\n" + table(points["isolated"], shipped[0]))
+    print(
+        f"\n{args.dataset}: chosen κ = {choice.kappa:g}, ε = {choice.epsilon:g} "
+        f"({'meets the criterion' if met else 'NO (κ, ε) meets the criterion; the closest'}); "
+        f"shipped κ = {shipped[0]:g}, ε = {shipped[1]:g}; "
+        f"{result['pairs_per_quantity']:,} pairs per quantity; {time.perf_counter() - t0:.0f} s; "
+        f"wrote {out}/fig4_{args.dataset}.json and .png"
+    )
+    return 0
+
+
+def _measure(args: argparse.Namespace) -> tuple[dict, dict[str, list[Fig4Point]]]:
+    """Measure every (variant, κ, ε) point: the result's settings and the points."""
+    gt = ground_truth(args.dataset)
+    s_values, reference_note = None, "none"
+    if args.reference != "none":
+        try:
+            where = args.dataset if args.reference == "shipped" else args.reference
+            ref = load_reference(where, gt, shipped=args.reference == "shipped")
+            s_values = ref.s.astype(np.float64)
+            latents = ", ".join(str(k) for k in ref.rule["latents"])
+            reference_note = (
+                f"{args.reference} (MIG {ref.chosen_mig:.3f}, s by the rule "
+                f"{ref.rule['rule']} on latents {latents})"
+            )
+        except PerturbedDisentanglementError as exc:
+            if args.reference != "shipped":
+                raise
+            print(f"note: no as-built variant: {exc}", file=sys.stderr)
+    points: dict[str, list[Fig4Point]] = {}
+    for variant in ("isolated", "as_built"):
+        if variant == "as_built" and s_values is None:
+            continue
+        pairs = draw_pairs(gt, variant, num_pairs=args.pairs, s_values=s_values, seed=args.seed)
+        points[variant] = sweep(
+            gt,
+            pairs,
+            variant,
+            kappas=args.kappas,
+            epsilons=args.epsilons,
+            pattern_seed=args.seed,
+            progress=not args.no_progress,
+        )
+    choice, met = choose(points["isolated"])
     result = {
         "dataset": args.dataset,
         "package_version": __version__,
@@ -204,16 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "points": [p.as_dict() for v in points.values() for p in v],
     }
-    write_json_atomic(out / f"fig4_{args.dataset}.json", result)
-    write_bytes_atomic(out / f"fig4_{args.dataset}.png", figure(args.dataset, points, choice, met))
-    print(table(points["isolated"], choice.kappa))
-    print(
-        f"\n{args.dataset}: chosen κ = {choice.kappa:g}, ε = {choice.epsilon:g} "
-        f"({'meets the criterion' if met else 'NO (κ, ε) meets the criterion; the closest'}); "
-        f"{args.pairs:,} pairs per quantity; {time.perf_counter() - t0:.0f} s; "
-        f"wrote {out}/fig4_{args.dataset}.json and .png"
-    )
-    return 0
+    return result, points
 
 
 if __name__ == "__main__":

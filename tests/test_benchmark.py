@@ -401,7 +401,10 @@ def smoke_sweep(smoke_build: SmokeBuild, tmp_path_factory: pytest.TempPathFactor
         cwd=out.parent,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "12 run(s) trained, 0 already finished, 0 failed" in proc.stdout
+    assert (
+        "12 run(s) finished here (0 of them from an adopted checkpoint), 0 already finished, 0 failed"
+        in proc.stdout
+    )
     return out
 
 

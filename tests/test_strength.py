@@ -134,7 +134,7 @@ def test_draw_pairs_rejects_bad_input(gt: ArrayGroundTruth) -> None:
 def test_cli_writes_the_table_json_and_figure(tmp_path: Path) -> None:
     cmd = [
         sys.executable, "-m", "generation.choose_strength", "--reference", "none",
-        "--pairs", "60", "--kappas", "8,32", "--epsilons", "0.1,0.3", "--out-dir", str(tmp_path),
+        "--pairs", "60", "--kappas", "8,64", "--epsilons", "0.1,0.125", "--out-dir", str(tmp_path),
         "--no-progress",
     ]  # fmt: skip
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
@@ -143,9 +143,44 @@ def test_cli_writes_the_table_json_and_figure(tmp_path: Path) -> None:
     result = json.loads((tmp_path / "fig4_dsprites.json").read_text())
     assert len(result["points"]) == 4 and result["pairs_per_quantity"] == 60
     assert {"kappa", "epsilon", "meets_criterion"} <= set(result["choice"])
-    assert (tmp_path / "fig4_dsprites.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    kappa, epsilon = default_strength("dsprites")
+    assert result["shipped"] == {"kappa": kappa, "epsilon": epsilon}
+    png = (tmp_path / "fig4_dsprites.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
     bad = subprocess.run([*cmd[:3], "--kappas", "x"], cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode == 2 and "comma-separated numbers" in bad.stderr
+
+
+def test_replot_redraws_from_the_json_and_refuses_what_does_not_add_up(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The figure redrawn from the JSON is the figure drawn from the measurement (the points
+    round-trip); no JSON, or a choice its points do not give, is refused."""
+    from generation import choose_strength
+
+    args = ["--dataset", "dsprites", "--out-dir", str(tmp_path), "--no-progress"]
+    measure = [
+        "--reference",
+        "none",
+        "--pairs",
+        "60",
+        "--kappas",
+        "8,64",
+        "--epsilons",
+        "0.1,0.125",
+    ]
+    assert choose_strength.main(["--replot", *args]) == 2
+    assert "measure first" in capsys.readouterr().err
+    assert choose_strength.main([*measure, *args]) == 0
+    png, path = (tmp_path / "fig4_dsprites.png").read_bytes(), tmp_path / "fig4_dsprites.json"
+    (tmp_path / "fig4_dsprites.png").unlink()
+    assert choose_strength.main(["--replot", *args]) == 0
+    assert (tmp_path / "fig4_dsprites.png").read_bytes() == png
+    result = json.loads(path.read_text())
+    result["choice"]["epsilon"] = 0.3
+    path.write_text(json.dumps(result))
+    assert choose_strength.main(["--replot", *args]) == 2
+    assert "does not follow from its points" in capsys.readouterr().err
 
 
 def test_the_defaults_are_the_committed_measurements() -> None:

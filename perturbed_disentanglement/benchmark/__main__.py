@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..errors import InvalidArgumentError, PerturbedDisentanglementError
 from .data import dataset_of
-from .execute import loader, run_in_process
+from .execute import ADOPTED_FILE, loader, run_in_process
 from .plan import (
     PRESETS,
     benchmark_preset,
@@ -26,7 +26,7 @@ from .plan import (
     parse_seeds,
     plan_runs,
 )
-from .records import iter_records, open_results, results_identity
+from .records import iter_records, open_results, results_identity, run_dir
 
 #: Grid points shown in Fig. 3 (evenly spread over the grid).
 FIG3_POINTS = 6
@@ -207,8 +207,10 @@ def main(argv: list[str] | None = None) -> int:
                 progress=not args.no_progress,
                 **common,
             )
+        adopted = sum((run_dir(out, rid) / ADOPTED_FILE).exists() for rid in outcome.trained)
         print(
-            f"\n{len(outcome.trained)} run(s) trained, {len(outcome.skipped)} already finished, "
+            f"\n{len(outcome.trained)} run(s) finished here ({adopted} of them from an adopted "
+            f"checkpoint), {len(outcome.skipped)} already finished, "
             f"{len(outcome.failed)} failed ({time.perf_counter() - t0:.0f} s)"
         )
         for rid, error in outcome.failed.items():

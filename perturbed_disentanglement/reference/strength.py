@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -178,6 +179,18 @@ class Fig4Point:
     def meets_criterion(self) -> bool:
         local, glob = self.dominance()
         return local > 1.0 and glob < 1.0
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Fig4Point:
+        """The point :meth:`as_dict` wrote (its derived fields are recomputed, not read)."""
+        return cls(
+            variant=str(d["variant"]),
+            kappa=float(d["kappa"]),
+            epsilon=float(d["epsilon"]),
+            expansiveness={k: float(v) for k, v in d["expansiveness"].items()},
+            explained_variance={k: float(v) for k, v in d["explained_variance"].items()},
+            total_variance=float(d["total_variance"]),
+        )
 
     def as_dict(self) -> dict[str, object]:
         local, glob = self.dominance()
