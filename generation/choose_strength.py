@@ -103,10 +103,8 @@ def figure(
     if shipped is not None and shipped[0] not in measured:
         shipped = None
     kappa = choice.kappa if shipped is None else shipped[0]
-    names = [
-        *sorted(n for n in iso[0].expansiveness if n != S_NAME),
-        S_NAME,
-    ]  # any source, one order
+    # one order whatever the source (the JSON's keys are sorted): the factors, then s
+    names = sorted(n for n in iso[0].expansiveness if n != S_NAME) + [S_NAME]
     colours = {n: plt.cm.tab10(i) for i, n in enumerate(names)}
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
     for ax, what, title in (
@@ -190,8 +188,8 @@ def table(points: list[Fig4Point], kappa: float) -> str:
     return "\n".join(rows)
 
 
-def _replot(out: Path, dataset: str) -> tuple[dict, dict[str, list[Fig4Point]]]:
-    """The measurement a previous run wrote to ``out/fig4_<dataset>.json``, checked."""
+def _read(out: Path, dataset: str) -> tuple[dict, dict[str, list[Fig4Point]]]:
+    """The measurement a previous run wrote to ``out/fig4_<dataset>.json``."""
     path = out / f"fig4_{dataset}.json"
     if not path.is_file():
         raise InvalidArgumentError(f"--replot: no {path}; measure first (without --replot)")
@@ -199,13 +197,6 @@ def _replot(out: Path, dataset: str) -> tuple[dict, dict[str, list[Fig4Point]]]:
     points: dict[str, list[Fig4Point]] = {}
     for d in result["points"]:
         points.setdefault(d["variant"], []).append(Fig4Point.from_dict(d))
-    choice, met = choose(points.get("isolated", []))
-    if result["choice"] != {
-        "kappa": choice.kappa,
-        "epsilon": choice.epsilon,
-        "meets_criterion": met,
-    }:
-        raise InvalidArgumentError(f"{path}: its choice does not follow from its points; remeasure")
     return result, points
 
 
@@ -213,18 +204,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     t0 = time.perf_counter()
     out = Path(args.out_dir)
+    path = out / f"fig4_{args.dataset}.json"
     try:
-        if args.replot:
-            result, points = _replot(out, args.dataset)
-        else:
-            result, points = _measure(args)
+        result, points = _read(out, args.dataset) if args.replot else _measure(args)
+        choice, met = choose(points.get("isolated", []))
+        chosen = {"kappa": choice.kappa, "epsilon": choice.epsilon, "meets_criterion": met}
+        if args.replot and result["choice"] != chosen:
+            raise InvalidArgumentError(f"{path}: its choice does not follow from its points")
     except PerturbedDisentanglementError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    choice, met = choose(points["isolated"])
     shipped = default_strength(args.dataset)
+    result["choice"] = chosen
     result["shipped"] = {"kappa": shipped[0], "epsilon": shipped[1]}
-    write_json_atomic(out / f"fig4_{args.dataset}.json", result)
+    write_json_atomic(path, result)
     png = figure(args.dataset, points, choice, met, shipped)
     write_bytes_atomic(out / f"fig4_{args.dataset}.png", png)
     print(table(points["isolated"], choice.kappa))
@@ -235,13 +228,14 @@ def main(argv: list[str] | None = None) -> int:
         f"({'meets the criterion' if met else 'NO (κ, ε) meets the criterion; the closest'}); "
         f"shipped κ = {shipped[0]:g}, ε = {shipped[1]:g}; "
         f"{result['pairs_per_quantity']:,} pairs per quantity; {time.perf_counter() - t0:.0f} s; "
-        f"wrote {out}/fig4_{args.dataset}.json and .png"
+        f"wrote {path} and .png"
     )
     return 0
 
 
 def _measure(args: argparse.Namespace) -> tuple[dict, dict[str, list[Fig4Point]]]:
-    """Measure every (variant, κ, ε) point: the result's settings and the points."""
+    """Measure every (variant, κ, ε) point: the result's settings (the choice added by
+    :func:`main`) and the points."""
     gt = ground_truth(args.dataset)
     s_values, reference_note = None, "none"
     if args.reference != "none":
@@ -272,14 +266,12 @@ def _measure(args: argparse.Namespace) -> tuple[dict, dict[str, list[Fig4Point]]
             pattern_seed=args.seed,
             progress=not args.no_progress,
         )
-    choice, met = choose(points["isolated"])
     result = {
         "dataset": args.dataset,
         "package_version": __version__,
         "pairs_per_quantity": args.pairs,
         "seed": args.seed,
         "reference": reference_note,
-        "choice": {"kappa": choice.kappa, "epsilon": choice.epsilon, "meets_criterion": met},
         "criterion": (
             "isolated variant: smallest epsilon with alpha_s > max_j alpha_j and "
             "EV_s < max_j EV_j (ties: largest alpha_s / max alpha_j); else the closest"
