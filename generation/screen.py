@@ -35,6 +35,7 @@ from perturbed_disentanglement.benchmark.screening import (
     confirmed_choice,
     plot_learning_curves,
     read_records,
+    record_files,
     screen_document,
 )
 from perturbed_disentanglement.errors import InvalidArgumentError, PerturbedDisentanglementError
@@ -151,12 +152,24 @@ def evaluate(
 
 
 def write_choice(folder: Path, step: int) -> int:
-    """``folder/choice.json`` from the records in ``folder`` (:func:`confirmed_choice`)."""
+    """``folder/choice.json`` from the records in ``folder`` (:func:`confirmed_choice`), naming
+    the records at ``step`` it was taken on. Taken once: records added later (more seeds, other
+    settings) do not re-decide it, and an existing choice is not overwritten."""
+    if (folder / CHOICE_FILE).exists():
+        print(
+            f"no choice: {folder / CHOICE_FILE} was already taken (on the records it names); "
+            "it is not re-taken on later records: remove it to decide again",
+            file=sys.stderr,
+        )
+        return 1
+    files = record_files(folder)
+    records = [json.loads(p.read_text()) for p in files]
     try:
-        choice = confirmed_choice(read_records(folder), step)
+        choice = confirmed_choice(records, step)
     except ValueError as exc:
         print(f"no choice: {exc}", file=sys.stderr)
         return 1
+    choice["records"] = [p.name for p, r in zip(files, records) if r["step"] == step]
     choice["package_version"] = __version__
     text = (json.dumps(choice, indent=1) + "\n").encode()
     write_atomic(folder / CHOICE_FILE, lambda f: f.write(text))
@@ -204,7 +217,8 @@ def parser() -> argparse.ArgumentParser:
         metavar="STEP",
         help="with --summarise: write OUT/choice.json, the perturbed setting with the largest "
         "drop at STEP that shows the effect over 5 seeds (ratio ≤ 0.5, Welch p < 0.05, noise ≥ "
-        "0.8× original), or exit 1 naming why none does",
+        "0.8× original), naming the records it was taken on, or exit 1 naming why none does; taken "
+        "once: an existing choice.json is kept",
     )
     return p
 

@@ -120,7 +120,10 @@ def test_the_committed_choices_are_the_records_and_the_defaults() -> None:
     for path in sorted(ROOT.glob(f"docs/results/*/{screening.CHOICE_FILE}")):
         committed = json.loads(path.read_text())
         step = committed["step"]
-        recomputed = screening.confirmed_choice(screening.read_records(path.parent), step)
+        # taken once, on the records it names: records added since do not re-decide it
+        records = screening.read_records(path.parent, committed["records"])
+        assert {r["step"] for r in records} == {step}
+        recomputed = screening.confirmed_choice(records, step)
         assert committed["mig"] == recomputed["mig"] and committed["kappa"] == recomputed["kappa"]
         assert committed["welch_p"] == pytest.approx(recomputed["welch_p"], rel=1e-9)
         dataset = committed["dataset"]
@@ -145,8 +148,17 @@ def test_screen_choose_at_writes_the_choice_or_says_why_not(tmp_path, capsys) ->
     assert run(_campaign([0.10, 0.05, 0.20, 0.12, 0.08], [0.4])) == 0
     choice = json.loads((tmp_path / "choice.json").read_text())
     assert (choice["dataset"], choice["kappa"], choice["step"]) == ("shapes3d", 1.0, 100)
+    assert choice["records"] == [f"r{k:03d}.json" for k in range(11)]  # all at step 100
     assert "Against `original`" in (tmp_path / "screen.md").read_text()
     assert len(screening.read_records(tmp_path)) == 11  # the choice is not read as a record
+    # taken once: a later record does not re-decide it, and a second --choose-at keeps it
+    (tmp_path / "r999.json").write_text(json.dumps(_record("perturbed", 9, 0.5)))
+    assert (
+        screen.main(["--summarise", "--choose-at", "100", "--out", str(tmp_path), "--workdir", "."])
+        == 1
+    )
+    assert "already taken" in capsys.readouterr().err
+    assert json.loads((tmp_path / "choice.json").read_text()) == choice
 
 
 def test_the_learning_curves_draw_settings_with_several_seeds_at_several_steps(tmp_path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +25,15 @@ CHOICE_FILE = "choice.json"
 FIGURE_FILE = "mig_by_step.png"
 
 
-def read_records(folder: Path) -> list[dict[str, Any]]:
+def record_files(folder: Path) -> list[Path]:
     """Every screen record (``*.json`` other than a choice) in ``folder``, in name order."""
-    return [
-        json.loads(p.read_text()) for p in sorted(folder.glob("*.json")) if p.name != CHOICE_FILE
-    ]
+    return [p for p in sorted(folder.glob("*.json")) if p.name != CHOICE_FILE]
+
+
+def read_records(folder: Path, names: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """The screen records in ``folder``: every one (:func:`record_files`), or those ``names``."""
+    paths = record_files(folder) if names is None else [folder / n for n in names]
+    return [json.loads(p.read_text()) for p in paths]
 
 
 def summary_table(records: list[dict[str, Any]]) -> str:
